@@ -1,0 +1,27 @@
+"""vitaltwin's pure core: events, twin state, the transition, early-warning scores.
+
+``twin`` depends on the standard library, numpy, msgpack and pydantic only. It performs no I/O
+and never reads a clock: event time is the only time.
+"""
+
+from twin.effects import Effect
+from twin.errors import InvalidEvent, Reason, TwinError
+from twin.events import Event, dump_event, parse_event, parse_event_json
+from twin.state import DEFAULT_CONFIG, TwinConfig, TwinState
+from twin.transition import apply, apply_many
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Effect",
+    "Event",
+    "InvalidEvent",
+    "Reason",
+    "TwinConfig",
+    "TwinError",
+    "TwinState",
+    "apply",
+    "apply_many",
+    "dump_event",
+    "parse_event",
+    "parse_event_json",
+]
