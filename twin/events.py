@@ -130,12 +130,16 @@ class _Event(BaseModel):
     @property
     def t_ms(self) -> int:
         """``observed_at`` as epoch milliseconds."""
-        return self._t_ms
+        # Read the private slot directly: pydantic's ``__getattr__`` fallback costs ~1 us a call,
+        # and this is on the hot path of every transition.
+        private: dict[str, int] = self.__pydantic_private__  # type: ignore[assignment]
+        return private["_t_ms"]
 
     @property
     def id_hash(self) -> int:
         """63-bit digest of ``event_id``: what twin state remembers for deduplication."""
-        return self._id_hash
+        private: dict[str, int] = self.__pydantic_private__  # type: ignore[assignment]
+        return private["_id_hash"]
 
 
 class Quality(StrEnum):

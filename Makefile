@@ -1,0 +1,46 @@
+# Every target sets up what it needs: `make test` on a fresh clone creates the environment.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: env demo test lint format unit integration bench kafka-start kafka-stop clean
+
+env:
+	@bash scripts/bootstrap.sh
+
+demo: env
+	$(VENV)/bin/vitaltwin demo
+
+lint: env
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy twin
+
+format: env
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The whole suite, real servers included: the integration fixtures start Kafka themselves.
+test: lint
+	$(PY) -m pytest -q
+
+unit: env
+	$(PY) -m pytest -q -m "not integration"
+
+integration: env
+	$(PY) -m pytest -q -m integration
+
+bench: env
+	mkdir -p var/bench
+	$(PY) benchmarks/bench_twin.py --out var/bench/twin.json
+	$(PY) scripts/bench_summary.py var/bench > var/bench/SUMMARY.md
+	cat var/bench/SUMMARY.md
+
+kafka-start:
+	PYTHON=$(PY) bash scripts/kafka.sh start
+
+kafka-stop:
+	bash scripts/kafka.sh stop
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis
