@@ -183,3 +183,12 @@ def test_impossible_reading_parses_but_is_flagged_as_artifact() -> None:
     assert hr_zero.artifact() is not None
     assert flagged.artifact() == "flagged as artifact by the device"
     assert ok.artifact() is None
+
+
+def test_signals_reference_page_is_in_sync_with_the_code() -> None:
+    from pathlib import Path
+
+    from twin.reference import signals_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "signals.md"
+    assert page.read_text() == signals_markdown(), "run: python -m twin.reference > docs/signals.md"
