@@ -1,0 +1,203 @@
+"""The edge every input passes: decode, pseudonymise, validate -> events or dead letters.
+
+Items and accounting: a wearable record may carry one sample or a batch (``{"samples": [...]}``
+or a JSON list), each sample an item; a FHIR record is one item (a Bundle is one item whose
+events all enter or, if any entry is invalid, all go to the dead-letter store together, so a
+half-applied Bundle never exists). A record that cannot be decoded at all is one item.
+Every item ends up either processed or dead-lettered: ``processed + dead_lettered == received``.
+
+Dead letters keep the payload as this stage saw it: pseudonymised when it could be decoded
+(no identifier leaves the edge), the original bytes when it could not (then it may hold
+identifiers, which is why the dead-letter store sits with the pseudonym store's protection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from streams.fhir import events_from_fhir
+from streams.pseudonym import Pseudonymiser
+from twin.errors import InvalidEvent, Reason
+from twin.events import Event, parse_event, to_ms
+
+MAX_RECORD_BYTES = 1 << 20
+
+
+class SourceKind(StrEnum):
+    WEARABLE = "wearable"
+    FHIR = "fhir"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    dead_letter_id: str  # deterministic: the same bad item re-delivered is one dead letter
+    reason: str
+    detail: str
+    source: str  # where it came from: topic, file, API route
+    kind: str
+    payload: bytes
+    received_at_ms: int
+    position: str | None = None  # topic:partition:offset, file:line, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dead_letter_id": self.dead_letter_id,
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "kind": self.kind,
+            "payload": self.payload.decode("utf-8", errors="replace"),
+            "received_at_ms": self.received_at_ms,
+            "position": self.position,
+        }
+
+
+@dataclass(slots=True)
+class IngressResult:
+    events: list[Event] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    items: int = 0
+
+
+@dataclass(slots=True)
+class Accounting:
+    received: int = 0
+    processed: int = 0
+    dead_lettered: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: IngressResult) -> None:
+        self.received += result.items
+        self.dead_lettered += len(result.dead)
+        self.processed += result.items - len(result.dead)
+        for dl in result.dead:
+            self.by_reason[dl.reason] = self.by_reason.get(dl.reason, 0) + 1
+
+    @property
+    def closes(self) -> bool:
+        return self.processed + self.dead_lettered == self.received
+
+
+class Ingress:
+    def __init__(
+        self, pseudonymiser: Pseudonymiser | None = None, max_record_bytes: int = MAX_RECORD_BYTES
+    ) -> None:
+        self.pseudonymiser = pseudonymiser
+        self.max_record_bytes = max_record_bytes
+
+    def decode(
+        self,
+        kind: SourceKind,
+        raw: bytes | Mapping[str, Any] | list[Any],
+        *,
+        received_at: datetime,
+        source: str,
+        position: str | None = None,
+    ) -> IngressResult:
+        """Turn one record into events; what cannot be turned goes to ``result.dead``."""
+        result = IngressResult()
+        received_ms = to_ms(received_at)
+
+        def reject(reason: Reason | str, detail: str, payload: bytes, pos: str | None) -> None:
+            reason_text = reason.value if isinstance(reason, Reason) else reason
+            dl_id = (
+                "dl_"
+                + hashlib.blake2b(
+                    b"\x1f".join([source.encode(), (pos or "").encode(), payload]), digest_size=16
+                ).hexdigest()
+            )
+            result.dead.append(
+                DeadLetter(
+                    dl_id, reason_text, detail, source, kind.value, payload, received_ms, pos
+                )
+            )
+
+        if isinstance(raw, bytes):
+            if len(raw) > self.max_record_bytes:
+                result.items = 1
+                reject(
+                    Reason.OVERSIZED, f"{len(raw)} bytes > {self.max_record_bytes}", raw, position
+                )
+                return result
+            try:
+                decoded: Any = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                result.items = 1
+                reject(Reason.MALFORMED, f"not JSON: {exc}", raw, position)
+                return result
+        else:
+            decoded = raw
+
+        if kind is SourceKind.WEARABLE:
+            self._wearable(decoded, received_at, position, result, reject)
+        else:
+            self._fhir(decoded, received_at, position, result, reject)
+        return result
+
+    def _wearable(
+        self,
+        decoded: Any,
+        received_at: datetime,
+        position: str | None,
+        result: IngressResult,
+        reject: Any,
+    ) -> None:
+        if isinstance(decoded, dict) and isinstance(decoded.get("samples"), list):
+            samples: list[Any] = decoded["samples"]
+        elif isinstance(decoded, list):
+            samples = decoded
+        else:
+            samples = [decoded]
+        for i, sample in enumerate(samples):
+            result.items += 1
+            pos = position if len(samples) == 1 else f"{position or ''}#{i}"
+            if not isinstance(sample, dict):
+                reject(
+                    Reason.SCHEMA_VIOLATION, "a sample must be a JSON object", _dump(sample), pos
+                )
+                continue
+            sample = dict(sample)  # never mutate the caller's record
+            sample.setdefault("type", "vital")
+            if self.pseudonymiser is not None:
+                sample = self.pseudonymiser.sample(sample)
+            # Our clock at the edge, not the sender's: it bounds how far in the future an
+            # observation may claim to be.
+            sample["received_at"] = received_at
+            try:
+                result.events.append(parse_event(sample))
+            except InvalidEvent as exc:
+                reject(exc.reason, exc.detail, _dump(sample), pos)
+
+    def _fhir(
+        self,
+        decoded: Any,
+        received_at: datetime,
+        position: str | None,
+        result: IngressResult,
+        reject: Any,
+    ) -> None:
+        result.items += 1
+        if not isinstance(decoded, dict):
+            reject(
+                Reason.SCHEMA_VIOLATION,
+                "a FHIR resource must be a JSON object",
+                _dump(decoded),
+                position,
+            )
+            return
+        if self.pseudonymiser is not None:
+            decoded = self.pseudonymiser.fhir(decoded)
+        try:
+            result.events.extend(events_from_fhir(decoded, received_at=received_at))
+        except InvalidEvent as exc:
+            reject(exc.reason, exc.detail, _dump(decoded), position)
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, default=str, separators=(",", ":")).encode()
