@@ -18,9 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from twin import TwinState, apply, apply_many, dump_event, parse_event  # noqa: E402
-from twin.events import Event, VitalSample  # noqa: E402
-from twin.signals import SIGNAL_TO_LOINC, SIGNALS, Signal  # noqa: E402
+from twin import TwinState, apply, apply_many, dump_event, parse_event
+from twin.events import Event, VitalSample
+from twin.signals import SIGNAL_TO_LOINC, SIGNALS, Signal
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -49,9 +49,14 @@ def patient_stream(pid: str, hours: int, seed: int) -> list[Event]:
                 value = round(value)
             out.append(
                 VitalSample(
-                    patient_id=pid, observed_at=at, code=SIGNAL_TO_LOINC[sig], value=value,
-                    unit=SIGNALS[sig].unit, device_id="wearable-1", source="bench",
-                )  # fmt: skip
+                    patient_id=pid,
+                    observed_at=at,
+                    code=SIGNAL_TO_LOINC[sig],
+                    value=value,
+                    unit=SIGNALS[sig].unit,
+                    device_id="wearable-1",
+                    source="bench",
+                )
             )
     # Realistic delivery: a little jitter (< 2 min) so some arrive out of order.
     keyed = [(e.t_ms + rng.randint(0, 120_000), i, e) for i, e in enumerate(out)]
@@ -110,7 +115,7 @@ def main() -> None:
     final, _ = apply_many(None, streams[0])
     assert final is not None
     data = final.to_bytes()
-    values, mask = final.window()
+    _values, mask = final.window()
     results["bytes_per_twin"] = len(data)
     results["window_bins_filled"] = int(mask.any(axis=0).sum())
     results["targets"] = {"samples_per_s": 100_000, "bytes_per_twin": 16 * 1024}

@@ -153,9 +153,7 @@ def test_malformed_json_bytes() -> None:
 
 
 def test_consciousness_letters_and_impossible_birth_date() -> None:
-    ev = parse_event(
-        {"type": "consciousness", "patient_id": "p", "observed_at": T, "level": "v"}
-    )
+    ev = parse_event({"type": "consciousness", "patient_id": "p", "observed_at": T, "level": "v"})
     assert isinstance(ev, ConsciousnessAssessment)
     assert ev.level is Acvpu.VOICE
     with pytest.raises(InvalidEvent) as info:
@@ -179,7 +177,8 @@ def test_impossible_reading_parses_but_is_flagged_as_artifact() -> None:
     assert isinstance(hr_zero, VitalSample)
     assert isinstance(flagged, VitalSample)
     assert isinstance(ok, VitalSample)
-    assert over_100.artifact() is not None and "above plausible maximum" in over_100.artifact()
+    assert over_100.artifact() is not None
+    assert "above plausible maximum" in over_100.artifact()
     assert hr_zero.artifact() is not None
     assert flagged.artifact() == "flagged as artifact by the device"
     assert ok.artifact() is None

@@ -55,16 +55,24 @@ def events(draw: st.DrawFn) -> Event:
         value = draw(st.floats(min_value=lo, max_value=hi, allow_nan=False))
         device = draw(st.sampled_from(["a", "b"]))
         return VitalSample(
-            patient_id="p", observed_at=at, code=SIGNAL_TO_LOINC[sig], value=value,
-            unit=SIGNALS[sig].unit, device_id=device, source="prop",
-        )  # fmt: skip
+            patient_id="p",
+            observed_at=at,
+            code=SIGNAL_TO_LOINC[sig],
+            value=value,
+            unit=SIGNALS[sig].unit,
+            device_id=device,
+            source="prop",
+        )
     if kind == "lab":
         sig, lo, hi = draw(st.sampled_from(LABS))
         value = draw(st.floats(min_value=lo, max_value=hi, allow_nan=False))
         return LabResult(
-            patient_id="p", observed_at=at, code=SIGNAL_TO_LOINC[sig], value=value,
+            patient_id="p",
+            observed_at=at,
+            code=SIGNAL_TO_LOINC[sig],
+            value=value,
             unit=SIGNALS[sig].unit,
-        )  # fmt: skip
+        )
     if kind == "oxygen":
         return OxygenTherapy(patient_id="p", observed_at=at, on=draw(st.booleans()))
     if kind == "acvpu":
@@ -72,10 +80,11 @@ def events(draw: st.DrawFn) -> Event:
             patient_id="p", observed_at=at, level=draw(st.integers(0, 4))
         )
     return MedicationEvent(
-        patient_id="p", observed_at=at,
+        patient_id="p",
+        observed_at=at,
         medication=draw(st.sampled_from(list(MedicationClass))),
         action=draw(st.sampled_from(list(MedicationAction))),
-    )  # fmt: skip
+    )
 
 
 def dedupe(evs: list[Event]) -> list[Event]:
@@ -183,9 +192,13 @@ def test_twin_size_is_bounded_whatever_the_stream_length(days: int, seed: int) -
         for sig, lo, hi in VITALS[:3] + VITALS[5:7]:
             evs.append(
                 VitalSample(
-                    patient_id="p", observed_at=at, code=SIGNAL_TO_LOINC[sig],
-                    value=rng.uniform(lo, hi), unit=SIGNALS[sig].unit, device_id="w",
-                )  # fmt: skip
+                    patient_id="p",
+                    observed_at=at,
+                    code=SIGNAL_TO_LOINC[sig],
+                    value=rng.uniform(lo, hi),
+                    unit=SIGNALS[sig].unit,
+                    device_id="w",
+                )
             )
     state, _ = apply_many(None, evs)
     assert state is not None

@@ -55,7 +55,9 @@ def healthy(minutes: float) -> list[Event]:
         sample(Signal.SPO2, 97, minutes),
         sample(Signal.TEMPERATURE, 36.8, minutes),
         sample(Signal.SYSTOLIC_BP, 125, minutes),
-        ConsciousnessAssessment(patient_id="p", observed_at=T0 + timedelta(minutes=minutes), level=0),
+        ConsciousnessAssessment(
+            patient_id="p", observed_at=T0 + timedelta(minutes=minutes), level=0
+        ),
         OxygenTherapy(patient_id="p", observed_at=T0 + timedelta(minutes=minutes), on=False),
     ]
 
@@ -71,7 +73,7 @@ def test_first_event_creates_the_twin_and_input_state_is_never_mutated() -> None
 
 def test_duplicate_is_a_no_op() -> None:
     ev = sample(Signal.HEART_RATE, 80, 0)
-    st, fx = apply(None, ev)
+    st, _fx = apply(None, ev)
     again, fx2 = apply(st, ev)
     assert again == st
     assert fx2 == []
@@ -92,9 +94,14 @@ def test_news2_in_state_equals_scores_of_latest_values() -> None:
     events = [*healthy(0), sample(Signal.RESPIRATORY_RATE, 26, 1), sample(Signal.SPO2, 93, 2)]
     st, fx = fold(events)
     expected = news2(
-        respiratory_rate=26, spo2=93, on_oxygen=False, systolic_bp=125, pulse=72,
-        consciousness=0, temperature=36.8,
-    )  # fmt: skip
+        respiratory_rate=26,
+        spo2=93,
+        on_oxygen=False,
+        systolic_bp=125,
+        pulse=72,
+        consciousness=0,
+        temperature=36.8,
+    )
     assert st.news2_total == expected.total == 5
     assert st.news2_points == expected.points
     assert st.news2_band == "medium"
@@ -127,7 +134,7 @@ def test_artifacts_are_kept_with_reason_and_excluded_from_scoring() -> None:
     assert "above plausible maximum" in st3.artifacts[Signal.SPO2][3]
     assert [type(e) for e in fx] == [ArtifactDetected]
     # the artifact never reached the forecasting window
-    values, mask = st3.window()
+    values, _mask = st3.window()
     assert np.nanmax(values[CHANNEL_INDEX[Signal.SPO2]]) == 97
 
 
@@ -148,7 +155,8 @@ def test_late_sample_is_counted_reported_and_leaves_closed_bins_alone() -> None:
     late = sample(Signal.HEART_RATE, 150, 5)  # 55 minutes behind a 10 minute bound
     st2, fx = apply(st, late, cfg)
     assert st2.late_count == 1
-    assert len(fx) == 1 and isinstance(fx[0], LateEvent)
+    assert len(fx) == 1
+    assert isinstance(fx[0], LateEvent)
     assert fx[0].lag_ms == 55 * 60_000
     np.testing.assert_array_equal(st2.window()[0], window_before)
     assert st2.latest_value(Signal.HEART_RATE) == 70  # older than the newest reading
@@ -160,7 +168,7 @@ def test_late_sample_is_counted_reported_and_leaves_closed_bins_alone() -> None:
 def test_within_bound_out_of_order_sample_lands_in_its_bin() -> None:
     cfg = TwinConfig(lateness_s=600)
     st, _ = fold([sample(Signal.HEART_RATE, 70, m) for m in range(0, 31)], cfg)
-    st2, fx = apply(st, sample(Signal.HEART_RATE, 100, 22.5), cfg)
+    st2, _fx = apply(st, sample(Signal.HEART_RATE, 100, 22.5), cfg)
     assert st2.late_count == 0
     values, _ = st2.window()
     hr = values[CHANNEL_INDEX[Signal.HEART_RATE]]
@@ -217,9 +225,12 @@ def test_effect_ids_are_deterministic_and_distinct() -> None:
 def test_medication_state_is_order_free() -> None:
     def med(action: MedicationAction, minutes: float) -> MedicationEvent:
         return MedicationEvent(
-            patient_id="p", observed_at=T0 + timedelta(minutes=minutes),
-            medication=MedicationClass.ANTIBIOTIC, action=action, code="J01DD04",
-        )  # fmt: skip
+            patient_id="p",
+            observed_at=T0 + timedelta(minutes=minutes),
+            medication=MedicationClass.ANTIBIOTIC,
+            action=action,
+            code="J01DD04",
+        )
 
     events: list[Event] = [
         med(MedicationAction.ORDERED, 0),
@@ -243,7 +254,8 @@ def test_event_for_another_patient_is_refused_without_naming_it() -> None:
     with pytest.raises(InvalidEvent) as info:
         apply(st, sample(Signal.HEART_RATE, 70, 1, pid="bob-token"))
     assert info.value.reason is Reason.PATIENT_MISMATCH
-    assert "bob" not in str(info.value) and "alice" not in str(info.value)
+    assert "bob" not in str(info.value)
+    assert "alice" not in str(info.value)
 
 
 def test_restored_state_continues_exactly_like_the_original() -> None:
