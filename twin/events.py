@@ -195,7 +195,15 @@ class VitalSample(_Measurement):
         return self
 
     def _identity(self) -> tuple[object, ...]:
-        return (self.source, self.device_id, self.code, self.observed_at.isoformat())
+        # The patient is part of the identity: two patients' device-less samples from one
+        # source at the same instant are two events, not a re-delivery.
+        return (
+            self.source,
+            self.patient_id,
+            self.device_id,
+            self.code,
+            self.observed_at.isoformat(),
+        )
 
     def artifact(self) -> str | None:
         """Why this reading must not be scored (device flag or implausible value), else None."""

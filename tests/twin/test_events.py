@@ -191,3 +191,9 @@ def test_signals_reference_page_is_in_sync_with_the_code() -> None:
 
     page = Path(__file__).resolve().parents[2] / "docs" / "signals.md"
     assert page.read_text() == signals_markdown(), "run: python -m twin.reference > docs/signals.md"
+
+
+def test_two_patients_same_instant_without_device_are_distinct_events() -> None:
+    a = parse_event(vital(device_id=None, patient_id="pt-a"))
+    b = parse_event(vital(device_id=None, patient_id="pt-b"))
+    assert a.event_id != b.event_id
