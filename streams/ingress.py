@@ -84,6 +84,27 @@ class Accounting:
         return self.processed + self.dead_lettered == self.received
 
 
+def dead_letter(
+    reason: Reason,
+    detail: str,
+    source: str,
+    kind: SourceKind,
+    payload: bytes,
+    received_at_ms: int,
+    position: str | None,
+) -> DeadLetter:
+    """A dead letter whose id depends only on where the item came from and its bytes."""
+    dl_id = (
+        "dl_"
+        + hashlib.blake2b(
+            b"\x1f".join([source.encode(), (position or "").encode(), payload]), digest_size=16
+        ).hexdigest()
+    )
+    return DeadLetter(
+        dl_id, reason.value, detail, source, kind.value, payload, received_at_ms, position
+    )
+
+
 class Ingress:
     def __init__(
         self, pseudonymiser: Pseudonymiser | None = None, max_record_bytes: int = MAX_RECORD_BYTES

@@ -1,0 +1,205 @@
+"""The faust worker: a thin adapter that feeds Kafka records to the shared ``Pipeline``.
+
+Per micro-batch (``stream.take_events``): decode and validate each record, fold each patient's
+events through ``twin.apply_many``, store the new state in a changelogged table, and emit
+effects, state snapshots and dead letters.
+
+Exactly-once *state* under at-least-once delivery: each table value carries, next to the twin
+state, the last input offset applied per topic-partition and a count of processed items. After a
+crash faust replays everything since the last committed offset; records whose offset the stored
+value has already seen are skipped, so nothing is applied or counted twice, whatever the
+interleaving of changelog writes and offset commits. Effects and dead letters may be emitted
+again on replay; their ids are deterministic, so idempotent sinks keep one copy.
+
+Every input record must be keyed by the patient token (producers pseudonymise at the edge): the
+key chooses the partition, and so the one worker that owns the patient's whole stream. A record
+without a key, or whose content names another patient, is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
+from streams.kafka_settings import KafkaSettings
+from streams.pipeline import Pipeline
+from twin import TwinConfig, TwinState, apply_many
+from twin.errors import Reason
+from twin.events import Event
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_VERSION = 1
+
+
+@dataclass(slots=True)
+class Entry:
+    """What the table holds per patient: the twin plus the replay guard."""
+
+    state: TwinState | None = None
+    offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> last offset
+    items: int = 0  # input items processed into this twin (for accounting)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "v": ENVELOPE_VERSION,
+                "state": None if self.state is None else self.state.to_dict(),
+                "offsets": self.offsets,
+                "items": self.items,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> Entry:
+        if not data:
+            return cls()
+        raw = json.loads(data)
+        state = None if raw["state"] is None else TwinState.from_dict(raw["state"])
+        return cls(state, dict(raw["offsets"]), int(raw["items"]))
+
+
+def dead_letter_bytes(dl: DeadLetter) -> bytes:
+    body = dl.to_dict()
+    body["v"] = ENVELOPE_VERSION
+    body["payload_b64"] = base64.b64encode(dl.payload).decode("ascii")
+    del body["payload"]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def effect_bytes(effect: Any) -> bytes:
+    return json.dumps({"v": ENVELOPE_VERSION, **effect.to_dict()}, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class BatchResult:
+    states: dict[str, Entry]
+    effects: list[tuple[str, bytes]]  # (key, value)
+    dead: list[tuple[str | None, bytes]]
+    last_event_of: dict[str, Any]  # patient -> the faust event whose partition owns it
+
+
+def process_batch(
+    pipeline: Pipeline,
+    settings: KafkaSettings,
+    events: list[Any],
+    load: Any,
+) -> BatchResult:
+    """Pure-ish core of the agent (no faust calls): testable without a broker."""
+    topics = settings.topics
+    entries: dict[str, Entry] = {}
+    per_patient: dict[str, list[Event]] = {}
+    dead: list[tuple[str | None, bytes]] = []
+    last_event_of: dict[str, Any] = {}
+    for fev in events:
+        msg = fev.message
+        key = msg.key.decode() if isinstance(msg.key, bytes) else msg.key
+        tp = f"{msg.topic}:{msg.partition}"
+        position = f"{tp}:{msg.offset}"
+        kind = SourceKind.WEARABLE if msg.topic == topics.wearable else SourceKind.FHIR
+        received_at = datetime.fromtimestamp(msg.timestamp, tz=UTC)
+        if key is not None:
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = Entry.from_bytes(load(key))
+            if entry.offsets.get(tp, -1) >= msg.offset:
+                continue  # replayed after a crash: this record is already in the twin
+            entry.offsets[tp] = msg.offset
+            last_event_of[key] = fev
+        result = pipeline.ingress.decode(
+            kind, msg.value, received_at=received_at, source=msg.topic, position=position
+        )
+        if result.events and (key is None or any(e.patient_id != key for e in result.events)):
+            # The key routed this record to the owner of another patient (or to no owner):
+            # applying it would corrupt a twin, so the whole record is one dead item.
+            reason = Reason.MISSING_ELEMENT if key is None else Reason.PATIENT_MISMATCH
+            detail = (
+                "record has no key (patient token)"
+                if key is None
+                else "record key and content name different patients"
+            )
+            result = IngressResult(items=1)
+            result.dead.append(
+                dead_letter(
+                    reason, detail, msg.topic, kind, msg.value, int(msg.timestamp * 1000), position
+                )
+            )
+        pipeline.accounting.add(result)
+        if key is not None:
+            entries[key].items += result.items - len(result.dead)
+            per_patient.setdefault(key, []).extend(result.events)
+        dead.extend((key, dead_letter_bytes(dl)) for dl in result.dead)
+    effects: list[tuple[str, bytes]] = []
+    for key, evs in per_patient.items():
+        entry = entries[key]
+        if evs:
+            entry.state, fx = apply_many(entry.state, evs, pipeline.config)
+            effects.extend((key, effect_bytes(e)) for e in fx)
+    return BatchResult(entries, effects, dead, last_event_of)
+
+
+def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        table_standby_replicas=0,
+        web_enabled=False,
+    )
+    raw = faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    topics = settings.topics
+    inputs = app.topic(*topics.inputs, schema=raw)
+    effects_topic = app.topic(topics.effects, schema=raw)
+    state_topic = app.topic(topics.twin_state, schema=raw)
+    dead_topic = app.topic(topics.dead_letter, schema=raw)
+    # Not schema=raw: a raw Schema on a Table silently starved the agent (faust 0.15.3).
+    table = app.Table("twins", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    pipeline = Pipeline(Ingress(), twin_config)
+    app.vitaltwin_pipeline = pipeline  # type: ignore[attr-defined]
+
+    @app.agent(inputs)
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            res = process_batch(pipeline, settings, list(events), lambda k: table.get(k.encode()))
+            for key, entry in res.states.items():
+                value = entry.to_bytes()
+                # A table write goes to the changelog partition of faust's *current event*, and a
+                # batch spans partitions: point the context variable at an event of this
+                # patient's own partition. Only the contextvar (this task's context), never
+                # the stream's attribute, which take_events' background buffer reads.
+                token = _current_event.set(weakref.ref(res.last_event_of[key]))
+                try:
+                    table[key.encode()] = value
+                finally:
+                    _current_event.reset(token)
+                # The compacted state topic is the public, materialised view (the API reads it);
+                # the table's changelog is the worker's private recovery log.
+                await state_topic.send(key=key.encode(), value=value)
+            for key, value in res.effects:
+                await effects_topic.send(key=key.encode(), value=value)
+            for dkey, value in res.dead:
+                await dead_topic.send(key=None if dkey is None else dkey.encode(), value=value)
+
+    return app
