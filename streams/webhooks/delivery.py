@@ -29,6 +29,7 @@ import argparse
 import email.utils
 import logging
 import random
+import sqlite3
 import sys
 import threading
 import time
@@ -240,7 +241,8 @@ class Deliverer:
         while not stop.is_set():
             try:
                 self.deliver_due()
-            except StreamsError:
+            except (StreamsError, sqlite3.Error):
+                # A locked or briefly unavailable outbox must not end delivery for good.
                 log.exception("webhook delivery pass failed; retrying")
             self._wake.wait(self.idle_wait_s())
             self._wake.clear()

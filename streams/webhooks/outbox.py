@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,11 +139,15 @@ class Outbox:
 
     # ---- producer side ----------------------------------------------------------------
 
-    def enqueue(self, messages: Iterable[OutboundMessage], now_ms: int) -> int:
+    def enqueue(self, messages: Iterable[OutboundMessage], now_ms: int | None = None) -> int:
         """Store messages for delivery (idempotent); returns how many were new.
 
-        A message for a receiver disabled by 410 goes straight to the dead letters.
+        ``now_ms`` is wall-clock time (default: now), like every time in the outbox: it is when
+        the first attempt is due, not the alerts' event time. A message for a receiver disabled
+        by 410 goes straight to the dead letters.
         """
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
         added = 0
         with self._tx() as db:
             disabled = dict(db.execute("SELECT receiver, reason FROM receiver_state").fetchall())
