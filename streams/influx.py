@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 # measurement -> {"tags": [...], "fields": [...]}
 SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     "vitals": {"tags": ("patient", "signal"), "fields": ("value",)},
-    "scores": {"tags": ("patient", "band"), "fields": ("news2", "qsofa")},
-    "alert_candidates": {"tags": ("patient", "rule", "band"), "fields": ("news2", "qsofa")},
+    # The band is a field, not a tag: as a tag, two bands at one instant would be two series
+    # and both would survive; as a field the last score at that instant wins.
+    "scores": {"tags": ("patient",), "fields": ("news2", "qsofa", "band")},
+    "alert_candidates": {"tags": ("patient", "rule"), "fields": ("news2", "qsofa", "band")},
     "forecasts": {
         "tags": ("patient", "signal", "horizon_min"),
         "fields": ("p02", "p10", "p25", "p50", "p75", "p90", "p98"),
@@ -96,8 +98,8 @@ def outcome_lines(outcome: Outcome) -> list[str]:
             lines.append(
                 line(
                     "scores",
-                    {"patient": fx.patient_id, "band": fx.band},
-                    {"news2": fx.news2_total, "qsofa": fx.qsofa_total},
+                    {"patient": fx.patient_id},
+                    {"news2": fx.news2_total, "qsofa": fx.qsofa_total, "band": fx.band},
                     fx.at_ms,
                 )
             )
@@ -105,8 +107,8 @@ def outcome_lines(outcome: Outcome) -> list[str]:
             lines.append(
                 line(
                     "alert_candidates",
-                    {"patient": fx.patient_id, "rule": fx.rule, "band": fx.band},
-                    {"news2": fx.news2_total, "qsofa": fx.qsofa_total},
+                    {"patient": fx.patient_id, "rule": fx.rule},
+                    {"news2": fx.news2_total, "qsofa": fx.qsofa_total, "band": fx.band},
                     fx.at_ms,
                 )
             )

@@ -118,3 +118,80 @@ def new_topic(kafka_admin: KafkaAdminClient) -> Iterator[Callable[..., str]]:
     if created:
         with contextlib.suppress(Exception):  # best effort: names are unique anyway
             kafka_admin.delete_topics(created)
+
+
+# ------------------------------------------------------------------------------------- QuestDB
+# QuestDB stands in for InfluxDB 2.x (not installable here): it accepts the InfluxDB v2 write
+# API on /api/v2/write and answers SQL on /exec, both on its HTTP port. Run by
+# ``scripts/questdb.sh``. Point the tests at a running one with ``VITALTWIN_QUESTDB_URL``
+# (default ``http://127.0.0.1:9000``); when nothing listens there, the session starts one itself
+# and stops it at the end.
+
+QUESTDB_SH = REPO / "scripts" / "questdb.sh"
+DEFAULT_QUESTDB_URL = "http://127.0.0.1:9000"
+
+
+def _questdb_env(port: int) -> dict[str, str]:
+    env = {**os.environ, "QUESTDB_HTTP_PORT": str(port), "PYTHON": sys.executable}
+    if port != 9000:  # a second server: its own data dir
+        env.setdefault("QUESTDB_DATA_DIR", str(REPO / "var" / f"questdb-{port}"))
+    return env
+
+
+def _questdb_sh(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(QUESTDB_SH), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _questdb_answers(url: str, timeout_s: float = 60.0) -> bool:
+    """Wait until ``select 1`` succeeds (the HTTP port opens a moment before SQL is served)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/exec?query=select%201", timeout=5) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def questdb_url() -> Iterator[str]:
+    """Base URL of a ready QuestDB; starts (and later stops) one if none listens."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("VITALTWIN_QUESTDB_URL", DEFAULT_QUESTDB_URL).rstrip("/")
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    if _listening(host, port):
+        if not _questdb_answers(url):
+            pytest.fail(f"something listens on {host}:{port} but does not answer QuestDB SQL")
+        yield url
+        return
+    if host not in LOCAL_HOSTS:
+        pytest.fail(f"no QuestDB listens on {url} and it is not local to start one")
+    env = _questdb_env(port)
+    started = _questdb_sh("start", env)
+    if started.returncode != 0:
+        pytest.fail(f"scripts/questdb.sh start failed (rc {started.returncode}):\n{started.stderr}")
+    if "already running" in started.stderr:  # another session (xdist worker) started it first
+        yield url
+        return
+    try:
+        yield url
+    finally:
+        stopped = _questdb_sh("stop", env)
+        if stopped.returncode != 0:
+            print(f"scripts/questdb.sh stop failed:\n{stopped.stderr}", file=sys.stderr)
