@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from streams.ingress import SourceKind
 from streams.pipeline import Record
@@ -48,3 +49,30 @@ class JsonLinesSource:
                     kind_of(line), line, self._clock(), source=self.name, position=str(number)
                 )
                 yield str(number), record
+
+
+class SimulatorSource:
+    """A simulated cohort as a record source. Positions count delivered records; the simulator
+    is deterministic for a given configuration, so resuming regenerates and skips."""
+
+    def __init__(self, config: Any) -> None:
+        from simulators.records import RecordKind
+
+        self.config = config
+        self.name = f"simulator:seed={config.seed}:patients={config.patients}:days={config.days}"
+        self._fhir_kind = RecordKind.FHIR
+
+    def records(self, resume_after: str | None) -> Iterator[tuple[str, Record]]:
+        from simulators.engine import stream
+
+        skip = 0 if resume_after is None else int(resume_after)
+        for number, rec in enumerate(stream(self.config), start=1):
+            if number <= skip:
+                continue
+            kind = SourceKind.FHIR if rec.kind is self._fhir_kind else SourceKind.WEARABLE
+            yield (
+                str(number),
+                Record(
+                    kind, rec.payload, rec.received_at, source="simulator", position=str(number)
+                ),
+            )

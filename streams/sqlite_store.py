@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     source TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL,
     received_at_ms INTEGER NOT NULL, position TEXT
 );
+CREATE TABLE IF NOT EXISTS alert_books (patient_id TEXT PRIMARY KEY, book BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS accounting (
     id INTEGER PRIMARY KEY CHECK (id = 1), received INTEGER NOT NULL,
     processed INTEGER NOT NULL, dead_lettered INTEGER NOT NULL, by_reason TEXT NOT NULL
@@ -164,7 +165,16 @@ class SqliteStore:
                 ),
             )
 
+    def save_alert_books(self, books: dict[str, bytes]) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO alert_books VALUES (?, ?)", books.items())
+
     # ---- reads ------------------------------------------------------------------------------
+
+    def load_alert_books(self) -> dict[str, bytes]:
+        with self._lock:
+            rows = self._db.execute("SELECT patient_id, book FROM alert_books").fetchall()
+        return {pid: bytes(blob) for pid, blob in rows}
 
     def load_states(self) -> dict[str, TwinState]:
         with self._lock:
