@@ -72,6 +72,7 @@ from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
+from fhir.resources.R4B.goal import Goal
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.observation import Observation, ObservationComponent
@@ -949,7 +950,61 @@ def _patient(pat: Patient, raw: Mapping[str, Any], ctx: _Context) -> list[Event]
     return [origin.event(observed_at, "demographics", fields)]
 
 
+# A prescribed SpO2 target is a Goal on LOINC 59408-5/2708-6. NEWS2 scale 2 applies only to a
+# prescribed 88-92 % target (RCP 2017); any other SpO2 target, or a goal no longer in force,
+# puts the patient back on scale 1.
+_SPO2_CODES = frozenset({"59408-5", "2708-6"})
+_GOAL_IN_FORCE = frozenset({"proposed", "planned", "accepted", "active", "on-hold"})
+_GOAL_ENDED = frozenset({"completed", "cancelled", "rejected"})
+
+
+def _goal(goal: Goal, raw: Mapping[str, Any], ctx: _Context) -> list[Event]:
+    status = goal.lifecycleStatus
+    if status not in _GOAL_IN_FORCE | _GOAL_ENDED:
+        raise InvalidEvent(Reason.INVALID_STATUS, f"Goal.lifecycleStatus {status!r} is not carried")
+    patient_id = _patient_id(goal.subject, ctx, "Goal.subject")
+    scale: int | None = None
+    for i, target in enumerate(goal.target or ()):
+        codes = {
+            code
+            for system, code in _codings(target.measure, f"Goal.target[{i}].measure")
+            if system == LOINC
+        }
+        if not codes & _SPO2_CODES:
+            continue
+        rng = target.detailRange
+        low = None if rng is None or rng.low is None else rng.low.value
+        high = None if rng is None or rng.high is None else rng.high.value
+        if low is None or high is None:
+            raise InvalidEvent(
+                Reason.MISSING_ELEMENT, f"Goal.target[{i}].detailRange needs low and high"
+            )
+        scale = 2 if (float(low), float(high)) == (88.0, 92.0) else 1
+    if scale is None:
+        raise InvalidEvent(
+            Reason.UNKNOWN_CODE, "Goal has no SpO2 target (LOINC 59408-5); no other goal is carried"
+        )
+    if status in _GOAL_ENDED:
+        scale = 1
+    if goal.meta is not None and goal.meta.lastUpdated is not None:
+        observed_at = _when(
+            goal.meta.lastUpdated, _child(raw, "meta").get("lastUpdated"), "Goal.meta.lastUpdated"
+        )
+    elif ctx.received_at is not None:
+        # Goal.start is a date only; the time the target became known is when we received it.
+        observed_at = ctx.received_at
+    else:
+        raise InvalidEvent(
+            Reason.MISSING_ELEMENT, "Goal.meta.lastUpdated is missing and no received_at given"
+        )
+    origin = _origin(goal, ctx, patient_id)
+    return [
+        origin.event(observed_at, "spo2-target", {"type": "oxygen_target", "spo2_scale": scale})
+    ]
+
+
 _CONVERTERS: dict[str, tuple[type[FHIRResourceModel], Any]] = {
+    "Goal": (Goal, _goal),
     "Observation": (Observation, _observation),
     "MedicationAdministration": (MedicationAdministration, _medication_administration),
     "MedicationRequest": (MedicationRequest, _medication_request),

@@ -31,6 +31,7 @@ from twin.events import (
     MedicationAction,
     MedicationClass,
     MedicationEvent,
+    OxygenTarget,
     OxygenTherapy,
     Sex,
     VitalSample,
@@ -1146,3 +1147,52 @@ def test_public_api() -> None:
         "iter_fhir_results",
     }
     assert all(hasattr(fhir, name) for name in fhir.__all__)
+
+
+# ---------------------------------------------------------------------------------- Goal
+
+
+def _spo2_goal(status: str, low: float, high: float) -> dict[str, Any]:
+    return {
+        "resourceType": "Goal",
+        "id": "goal-1",
+        "lifecycleStatus": status,
+        "description": {"text": "Target oxygen saturation"},
+        "subject": {"reference": "Patient/pt-1"},
+        "startDate": "2026-01-05",
+        "target": [
+            {
+                "measure": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
+                "detailRange": {
+                    "low": {"value": low, "unit": "%"},
+                    "high": {"value": high, "unit": "%"},
+                },
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "low", "high", "scale"),
+    [
+        ("active", 88, 92, 2),  # the hypercapnic target: NEWS2 scale 2
+        ("active", 94, 98, 1),  # any other target stays on scale 1
+        ("cancelled", 88, 92, 1),  # a withdrawn target puts the patient back on scale 1
+    ],
+)
+def test_spo2_target_goal_sets_the_news2_scale(
+    status: str, low: float, high: float, scale: int
+) -> None:
+    received = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    [event] = events_from_fhir(_spo2_goal(status, low, high), received_at=received)
+    assert isinstance(event, OxygenTarget)
+    assert event.spo2_scale == scale
+    assert event.observed_at == received  # Goal.start is a date only
+
+
+def test_goal_on_another_measure_is_rejected_as_unknown_code() -> None:
+    goal = _spo2_goal("active", 88, 92)
+    goal["target"][0]["measure"]["coding"][0]["code"] = "8480-6"
+    with pytest.raises(InvalidEvent) as info:
+        events_from_fhir(goal, received_at=datetime(2026, 1, 5, 9, tzinfo=UTC))
+    assert info.value.reason is Reason.UNKNOWN_CODE
