@@ -48,9 +48,14 @@ class PatientStream:
 
 def _vital(pid: str, sig: Signal, value: float, minute: int) -> VitalSample:
     return VitalSample(
-        patient_id=pid, observed_at=T0 + timedelta(minutes=minute), code=SIGNAL_TO_LOINC[sig],
-        value=value, unit=SIGNALS[sig].unit, device_id="wearable", source="bench",
-    )  # fmt: skip
+        patient_id=pid,
+        observed_at=T0 + timedelta(minutes=minute),
+        code=SIGNAL_TO_LOINC[sig],
+        value=value,
+        unit=SIGNALS[sig].unit,
+        device_id="wearable",
+        source="bench",
+    )
 
 
 def patient_stream(index: int, hours: int, p_deteriorate: float, seed: int) -> PatientStream:
@@ -96,7 +101,9 @@ def patient_stream(index: int, hours: int, p_deteriorate: float, seed: int) -> P
         if m % 60 == 0:
             out.append(_vital(pid, Signal.SYSTOLIC_BP, round(sbp0 - 32 * sev + rng.gauss(0, 6)), m))
         if m % 240 == 0:
-            out.append(_vital(pid, Signal.TEMPERATURE, round(temp0 + 1.6 * sev + rng.gauss(0, 0.2), 1), m))  # fmt: skip
+            out.append(
+                _vital(pid, Signal.TEMPERATURE, round(temp0 + 1.6 * sev + rng.gauss(0, 0.2), 1), m)
+            )
             level = "C" if sev > 0.85 else "A"
             at = T0 + timedelta(minutes=m)
             out.append(ConsciousnessAssessment(patient_id=pid, observed_at=at, level=level))  # type: ignore[arg-type]

@@ -782,12 +782,17 @@ def _medication_administration(
         on = action is MedicationAction.ADMINISTERED
         fields = {"type": "oxygen", "on": on, "flow_l_min": flow if on else None}
         return [origin.event(observed_at, action.value, fields)]
+    # A bolus states a dose, an infusion a rate: carry whichever is given.
+    if dosage is not None and dosage.dose is None and dosage.rateQuantity is not None:
+        amount = _dose(dosage.rateQuantity, f"{path}.dosage.rateQuantity")
+    else:
+        amount = _dose(dosage.dose if dosage else None, f"{path}.dosage.dose")
     fields = {
         "type": "medication",
         "medication": cls,
         "action": action,
         "code": code,
-        **_dose(dosage.dose if dosage else None, f"{path}.dosage.dose"),
+        **amount,
     }
     return [origin.event(observed_at, action.value, fields)]
 
@@ -825,15 +830,20 @@ def _medication_request(
         )
     else:
         observed_at = _first_when((authored,))
-    dose_q = None
+    dose_q, dose_path = None, f"{path}.dosageInstruction[0].doseAndRate[0]"
     if req.dosageInstruction and req.dosageInstruction[0].doseAndRate:
-        dose_q = req.dosageInstruction[0].doseAndRate[0].doseQuantity
+        dose_and_rate = req.dosageInstruction[0].doseAndRate[0]
+        # An infusion or oxygen order states a rate, not a dose: carry whichever is given.
+        if dose_and_rate.doseQuantity is not None:
+            dose_q, dose_path = dose_and_rate.doseQuantity, f"{dose_path}.doseQuantity"
+        elif dose_and_rate.rateQuantity is not None:
+            dose_q, dose_path = dose_and_rate.rateQuantity, f"{dose_path}.rateQuantity"
     fields = {
         "type": "medication",
         "action": action,
         "code": code,
         "medication": MedicationClass.OTHER if cls is None else cls,
-        **_dose(dose_q, f"{path}.dosageInstruction[0].doseAndRate[0].doseQuantity"),
+        **_dose(dose_q, dose_path),
     }
     return [origin.event(observed_at, action.value, fields)]
 
