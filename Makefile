@@ -30,9 +30,13 @@ unit: env
 integration: env
 	$(PY) -m pytest -q -m integration
 
+# Real sizes; each benchmark writes JSON under var/bench/ (QUICK=1 for a fast smoke run).
+BENCH_FLAGS := $(if $(QUICK),--quick,)
 bench: env
 	mkdir -p var/bench
 	$(PY) benchmarks/bench_twin.py --out var/bench/twin.json
+	$(PY) benchmarks/bench_simulator.py --out var/bench/simulator.json $(BENCH_FLAGS)
+	$(PY) benchmarks/bench_alerts.py --out var/bench/alerts.json
 	$(PY) scripts/bench_summary.py var/bench > var/bench/SUMMARY.md
 	cat var/bench/SUMMARY.md
 

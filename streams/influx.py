@@ -244,3 +244,29 @@ class InfluxSink:
             self._api.close()
             self._client.close()
         self._raise_errors()  # failures reported while the client drained its buffer
+
+
+def add_influx_arguments(parser: Any) -> None:
+    """``--influx-*`` flags (defaults from ``VITALTWIN_INFLUX_*``); no URL means no InfluxDB."""
+    import os
+
+    group = parser.add_argument_group("InfluxDB sink")
+    group.add_argument("--influx-url", default=os.environ.get("VITALTWIN_INFLUX_URL"))
+    group.add_argument("--influx-token", default=os.environ.get("VITALTWIN_INFLUX_TOKEN", ""))
+    group.add_argument("--influx-org", default=os.environ.get("VITALTWIN_INFLUX_ORG", "vitaltwin"))
+    group.add_argument(
+        "--influx-bucket", default=os.environ.get("VITALTWIN_INFLUX_BUCKET", "vitaltwin")
+    )
+
+
+def influx_sink_from_args(args: Any) -> InfluxSink | None:
+    if not getattr(args, "influx_url", None):
+        return None
+    return InfluxSink(
+        InfluxConfig(
+            url=args.influx_url,
+            token=args.influx_token,
+            org=args.influx_org,
+            bucket=args.influx_bucket,
+        )
+    )

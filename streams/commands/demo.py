@@ -34,12 +34,11 @@ def register(sub: Any) -> None:
     p.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the stores live")
     p.add_argument("--reset", action="store_true", help="start over (deletes --dir's stores)")
     p.add_argument("--quiet", action="store_true", help="no live summary, only the final one")
-    try:
-        from streams.webhooks.config import add_webhook_arguments
+    from streams.influx import add_influx_arguments
+    from streams.webhooks.config import add_webhook_arguments
 
-        add_webhook_arguments(p)
-    except ImportError:  # pragma: no cover - webhooks ship with streams
-        pass
+    add_webhook_arguments(p)
+    add_influx_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -75,6 +74,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from streams.alert_stage import AlertStage
     from streams.alert_store import AlertStore
     from streams.embedded import EmbeddedRuntime
+    from streams.influx import influx_sink_from_args
     from streams.ingress import Ingress
     from streams.pipeline import Pipeline
     from streams.pseudonym import Pseudonymiser, PseudonymStore
@@ -94,10 +94,12 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         webhooks=webhook_config_from_args(args),
     )
     sim = SimulationConfig(patients=args.patients, days=args.days, seed=args.seed)
+    influx = influx_sink_from_args(args)
     runtime = EmbeddedRuntime(
         Pipeline(Ingress(Pseudonymiser(pseudonyms))),
         store,
         SimulatorSource(sim),
+        sinks=[] if influx is None else [influx],
         on_batch=[alerts.on_batch],
         speed=args.speed,
     )
