@@ -134,11 +134,11 @@ class InfluxConfig:
     flush_interval_ms: int = 1000
     max_pending: int = 200_000
     timeout_ms: int = 10_000
+    # The client's retry policy, spelled out because ``_confirm_timeout_s`` is derived from it.
+    max_retries: int = 3
+    retry_interval_ms: int = 5_000  # backoffs 5-10 s, 10-20 s, 20-40 s
 
 
-# The client's retry policy (its defaults, spelled out: ``_confirm_timeout_s`` is derived from it).
-_MAX_RETRIES = 3
-_RETRY_INTERVAL_MS = 5_000  # backoffs 5-10 s, 10-20 s, 20-40 s
 _MAX_RETRY_DELAY_MS = 125_000
 
 
@@ -160,8 +160,8 @@ class InfluxSink:
             write_options=WriteOptions(
                 batch_size=config.batch_size,
                 flush_interval=config.flush_interval_ms,
-                max_retries=_MAX_RETRIES,
-                retry_interval=_RETRY_INTERVAL_MS,
+                max_retries=config.max_retries,
+                retry_interval=config.retry_interval_ms,
                 exponential_base=2,
                 max_retry_delay=_MAX_RETRY_DELAY_MS,
                 max_retry_time=30_000,
@@ -209,10 +209,12 @@ class InfluxSink:
     def _confirm_timeout_s(self) -> float:
         """Longest one batch can take from hand-over to its callback: the batching window, every
         attempt timing out, every retry backoff at its maximum, and some slack."""
+        retries = self.config.max_retries
         backoff_ms = sum(
-            min(_RETRY_INTERVAL_MS << n, _MAX_RETRY_DELAY_MS) for n in range(1, _MAX_RETRIES + 1)
+            min(self.config.retry_interval_ms << n, _MAX_RETRY_DELAY_MS)
+            for n in range(1, retries + 1)
         )
-        attempts_ms = (_MAX_RETRIES + 1) * self.config.timeout_ms
+        attempts_ms = (retries + 1) * self.config.timeout_ms
         return (self.config.flush_interval_ms + attempts_ms + backoff_ms) / 1000 + 5
 
     def flush(self) -> None:
