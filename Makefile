@@ -22,6 +22,7 @@ format: env
 
 # The whole suite, real servers included: the integration fixtures start Kafka themselves.
 test: lint
+	bash scripts/browser.sh
 	$(PY) -m pytest -q
 
 unit: env

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +44,11 @@ SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "risk": {"tags": ("patient", "horizon_h"), "fields": ("probability", "lower", "upper")},
     "alerts": {"tags": ("patient", "rule", "severity", "status"), "fields": ("count",)},
+    # Pipeline health, timestamped by wall clock (it is about the service, not the patients);
+    # each runtime writes the fields it can measure.
     "pipeline": {
         "tags": ("runtime",),
-        "fields": ("events", "effects", "dead_letters", "batch_ms", "lag_ms"),
+        "fields": ("events", "effects", "dead_letters", "batch_ms", "lag_ms", "forecast_ms"),
     },
     "dead_letters": {"tags": ("reason", "source_kind"), "fields": ("count",)},
     "webhooks": {"tags": ("receiver", "outcome"), "fields": ("count", "latency_ms")},
@@ -145,10 +148,11 @@ _MAX_RETRY_DELAY_MS = 125_000
 class InfluxSink:
     """Writes each micro-batch's points; safe to call from the runtime thread."""
 
-    def __init__(self, config: InfluxConfig) -> None:
+    def __init__(self, config: InfluxConfig, runtime: str = "embedded") -> None:
         from influxdb_client import InfluxDBClient, WriteOptions
 
         self.config = config
+        self.runtime = runtime
         self._client = InfluxDBClient(
             url=config.url, token=config.token, org=config.org, timeout=config.timeout_ms
         )
@@ -204,7 +208,17 @@ class InfluxSink:
         self._raise_errors()
 
     def write(self, outcome: Outcome, states: dict[str, TwinState]) -> None:
-        self.write_lines(outcome_lines(outcome))
+        health = line(
+            "pipeline",
+            {"runtime": self.runtime},
+            {
+                "events": len(outcome.events),
+                "effects": len(outcome.effects),
+                "dead_letters": len(outcome.dead),
+            },
+            int(time.time() * 1000),
+        )
+        self.write_lines([*outcome_lines(outcome), health])
 
     def _confirm_timeout_s(self) -> float:
         """Longest one batch can take from hand-over to its callback: the batching window, every

@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
     p.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the stores live")
     p.add_argument("--reset", action="store_true", help="start over (deletes --dir's stores)")
     p.add_argument("--quiet", action="store_true", help="no live summary, only the final one")
+    p.add_argument("--port", type=int, default=8000, help="ward dashboard and API port")
+    p.add_argument("--no-serve", action="store_true", help="do not start the API/dashboard")
     from streams.influx import add_influx_arguments
     from streams.webhooks.config import add_webhook_arguments
 
@@ -69,6 +71,43 @@ def _check_config(directory: Path, config: dict[str, Any], reset: bool) -> None:
     marker.write_text(json.dumps(config, sort_keys=True))
 
 
+def _serve(store: Any, alerts: Any, port: int) -> tuple[Any, Any, str]:
+    """Start the API and ward page; without configured tokens, mint a clinician token."""
+    import secrets
+
+    from streams.api import (
+        EmbeddedView,
+        EventHub,
+        Principal,
+        Role,
+        TokenAuth,
+        create_app,
+        start_in_thread,
+        tokens_from_env,
+    )
+
+    tokens = tokens_from_env()
+    minted = None
+    if not tokens:
+        minted = secrets.token_urlsafe(24)
+        tokens = {minted: Principal("demo", Role.CLINICIAN)}
+    hub = EventHub()
+    # No ingestion in the demo: a POSTed sample stamped with today's time would move a
+    # simulated twin's clock to now.
+    app = create_app(
+        EmbeddedView(store, alerts.alerts),
+        auth=TokenAuth(tokens),
+        alerts=alerts.alerts,
+        ingestor=None,
+        hub=hub,
+    )
+    server = start_in_thread(app, "127.0.0.1", port)
+    url = f"http://127.0.0.1:{server.port}/"
+    if minted is not None:
+        url += f"#token={minted}"
+    return server, hub, url
+
+
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from simulators.config import SimulationConfig
     from streams.alert_stage import AlertStage
@@ -95,12 +134,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     )
     sim = SimulationConfig(patients=args.patients, days=args.days, seed=args.seed)
     influx = influx_sink_from_args(args)
+    hooks = [alerts.on_batch]
+    server = None
+    if not args.no_serve:
+        server, hub, url = _serve(store, alerts, args.port)
+        hooks.append(hub.publish)  # after the alert stage, so pushed tiles carry new alerts
     runtime = EmbeddedRuntime(
         Pipeline(Ingress(Pseudonymiser(pseudonyms))),
         store,
         SimulatorSource(sim),
         sinks=[] if influx is None else [influx],
-        on_batch=[alerts.on_batch],
+        on_batch=hooks,
         speed=args.speed,
     )
     runtime.install_signal_handlers()
@@ -109,6 +153,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         f"vitaltwin demo: {args.patients} simulated patients, {args.days:g} days at "
         f"{args.speed:g}x, stores in {args.dir} (Ctrl-C stops; run again to resume)\n"
     )
+    if server is not None:
+        out.write(f"ward dashboard: {url}\n")
     out.flush()
 
     done = threading.Event()
@@ -131,6 +177,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         done.set()
         reporter.join(timeout=2)
         alerts.stop()
+        if server is not None:
+            server.stop()
     acc = store.accounting()
     out.write(summary_line(stats, alerts.counts, acc.dead_lettered) + "\n")
     out.write(
