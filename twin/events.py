@@ -80,13 +80,17 @@ def _utc(value: datetime) -> datetime:
     return value
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def to_ms(value: datetime) -> int:
     """Epoch milliseconds of an aware datetime (the twin's internal clock unit)."""
-    return ((value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)) // 1000
+    return (value - _EPOCH) // _MS
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 class _Event(BaseModel):
@@ -108,6 +112,9 @@ class _Event(BaseModel):
 
     @model_validator(mode="after")
     def _finish(self) -> _Event:
+        # One validator for the whole hierarchy: subclasses extend ``_check`` instead of adding
+        # validators of their own, each of which costs a dispatch per event on the hot path.
+        self._check()
         if self.received_at is not None and self.observed_at > self.received_at + MAX_CLOCK_SKEW:
             raise PydanticCustomError(
                 Reason.IMPOSSIBLE_TIMESTAMP.value,
@@ -117,11 +124,16 @@ class _Event(BaseModel):
                     "received": self.received_at.isoformat(),
                 },
             )
-        self._t_ms = to_ms(self.observed_at)
         if not self.event_id:
             object.__setattr__(self, "event_id", derive_event_id(*self._identity()))
-        self._id_hash = id_hash(self.event_id)
+        # Straight into the private slot: pydantic's __setattr__ costs a microsecond per call.
+        private: dict[str, int] = self.__pydantic_private__  # type: ignore[assignment]
+        private["_t_ms"] = to_ms(self.observed_at)
+        private["_id_hash"] = id_hash(self.event_id)
         return self
+
+    def _check(self) -> None:
+        """Cross-field checks and normalisation (subclasses extend; raise PydanticCustomError)."""
 
     def _identity(self) -> tuple[object, ...]:
         """Fields that make two deliveries the same event (subclasses extend)."""
@@ -154,8 +166,7 @@ class _Measurement(_Event):
     unit: str = Field(max_length=32, description="UCUM unit; converted to the canonical one")
     signal: Signal | None = None  # derived from ``code``; given only to assert agreement
 
-    @model_validator(mode="after")
-    def _normalise(self) -> _Measurement:
+    def _check(self) -> None:
         try:
             sig = signal_for_loinc(self.code)
             if self.signal is not None and self.signal != sig:
@@ -169,7 +180,6 @@ class _Measurement(_Event):
         object.__setattr__(self, "signal", sig)
         object.__setattr__(self, "value", value)
         object.__setattr__(self, "unit", SIGNALS[sig].unit)
-        return self
 
     @property
     def sig(self) -> Signal:
@@ -184,15 +194,14 @@ class VitalSample(_Measurement):
     device_id: str | None = Field(default=None, max_length=128)
     quality: Quality | None = None
 
-    @model_validator(mode="after")
-    def _vital_only(self) -> VitalSample:
+    def _check(self) -> None:
+        super()._check()
         if SIGNALS[self.sig].kind != "vital":
             raise PydanticCustomError(
                 Reason.UNKNOWN_CODE.value,
                 "code {code} is a lab ({signal}); send it as a lab result",
                 {"code": self.code, "signal": self.sig.value},
             )
-        return self
 
     def _identity(self) -> tuple[object, ...]:
         # The patient is part of the identity: two patients' device-less samples from one
@@ -223,8 +232,8 @@ class LabResult(_Measurement):
     def _issued_utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else _utc(value)
 
-    @model_validator(mode="after")
-    def _lab_only(self) -> LabResult:
+    def _check(self) -> None:
+        super()._check()
         if SIGNALS[self.sig].kind != "lab":
             raise PydanticCustomError(
                 Reason.UNKNOWN_CODE.value,
@@ -235,7 +244,6 @@ class LabResult(_Measurement):
             raise PydanticCustomError(
                 Reason.IMPOSSIBLE_TIMESTAMP.value, "lab issued before its specimen was collected"
             )
-        return self
 
     def _identity(self) -> tuple[object, ...]:
         return (self.source, self.patient_id, self.code, self.observed_at.isoformat())
@@ -360,8 +368,7 @@ class Demographics(_Event):
     birth_date: date | None = None
     sex: Sex = Sex.UNKNOWN
 
-    @model_validator(mode="after")
-    def _born_before(self) -> Demographics:
+    def _check(self) -> None:
         if self.birth_date is not None and (
             self.birth_date > self.observed_at.date() or self.birth_date.year < 1880
         ):
@@ -370,7 +377,6 @@ class Demographics(_Event):
                 "birth date {b} is impossible",
                 {"b": self.birth_date.isoformat()},
             )
-        return self
 
 
 class OxygenTarget(_Event):
