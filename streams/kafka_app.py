@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,6 +109,9 @@ def process_batch(
         position = f"{tp}:{msg.offset}"
         kind = SourceKind.WEARABLE if msg.topic == topics.wearable else SourceKind.FHIR
         received_at = datetime.fromtimestamp(msg.timestamp, tz=UTC)
+        # round, not int: faust's float seconds (Kafka's ms / 1000) times 1000 may fall a hair
+        # short of the Kafka timestamp, and int() would then lose a millisecond.
+        received_ms = round(msg.timestamp * 1000)
         if key is not None:
             entry = entries.get(key)
             if entry is None:
@@ -130,9 +134,7 @@ def process_batch(
             )
             result = IngressResult(items=1)
             result.dead.append(
-                dead_letter(
-                    reason, detail, msg.topic, kind, msg.value, int(msg.timestamp * 1000), position
-                )
+                dead_letter(reason, detail, msg.topic, kind, msg.value, received_ms, position)
             )
         pipeline.accounting.add(result)
         if key is not None:
@@ -145,7 +147,12 @@ def process_batch(
         if evs:
             entry.state, fx = apply_many(entry.state, evs, pipeline.config)
             effects.extend((key, effect_bytes(e)) for e in fx)
-    return BatchResult(entries, effects, dead, last_event_of)
+    # Only patients with a record applied in this batch. After a crash, a batch may hold nothing
+    # but replays (skipped above) for some patient: it has nothing new to store, and no event of
+    # its own to pick the changelog partition from (the agent looked it up and crashed with a
+    # KeyError; faust then acked the whole batch, so the other patients' records in it were lost).
+    changed = {key: entries[key] for key in last_event_of}
+    return BatchResult(changed, effects, dead, last_event_of)
 
 
 def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> faust.App:
@@ -182,24 +189,49 @@ def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> 
     @app.agent(inputs)
     async def process(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            res = process_batch(pipeline, settings, list(events), lambda k: table.get(k.encode()))
-            for key, entry in res.states.items():
-                value = entry.to_bytes()
-                # A table write goes to the changelog partition of faust's *current event*, and a
-                # batch spans partitions: point the context variable at an event of this
-                # patient's own partition. Only the contextvar (this task's context), never
-                # the stream's attribute, which take_events' background buffer reads.
-                token = _current_event.set(weakref.ref(res.last_event_of[key]))
-                try:
-                    table[key.encode()] = value
-                finally:
-                    _current_event.reset(token)
-                # The compacted state topic is the public, materialised view (the API reads it);
-                # the table's changelog is the worker's private recovery log.
-                await state_topic.send(key=key.encode(), value=value)
-            for key, value in res.effects:
-                await effects_topic.send(key=key.encode(), value=value)
-            for dkey, value in res.dead:
-                await dead_topic.send(key=None if dkey is None else dkey.encode(), value=value)
+            try:
+                await _handle(list(events))
+            except Exception:
+                # Fail stop. take_events acks the whole batch when the agent leaves it, even
+                # by an exception, and faust's supervisor then restarts the agent: the batch
+                # would be committed half done (seen with a KeyError here: twins stayed behind
+                # while the group's offsets reached the end). Exiting before the ack leaves the
+                # offsets uncommitted; the restarted worker replays them and the guard makes
+                # the replay exact. Graceful shutdown (CancelledError) is not an Exception.
+                log.critical("batch failed; exiting without acking it", exc_info=True)
+                os._exit(70)
+
+    async def _handle(events: list[Any]) -> None:
+        res = process_batch(pipeline, settings, events, lambda k: table.get(k.encode()))
+        values = {key: entry.to_bytes() for key, entry in res.states.items()}
+        # Outputs first, and acknowledged by the broker, before the table write. The table
+        # value carries the replay guard: once its changelog record is in Kafka, a restarted
+        # worker skips these input records and would never emit their outputs again. Sent
+        # after it (as before), a kill -9 between the changelog's delivery and theirs lost
+        # the state snapshot, effects and dead letters of the batch for good. This order
+        # turns the same crash into a replay that re-sends identical bytes (deterministic
+        # ids, compacted state): at-least-once outputs, exactly-once state.
+        sent = []
+        for key, value in values.items():
+            # The compacted state topic is the public, materialised view (the API reads it);
+            # the table's changelog is the worker's private recovery log.
+            sent.append(await state_topic.send(key=key.encode(), value=value))
+        for key, value in res.effects:
+            sent.append(await effects_topic.send(key=key.encode(), value=value))
+        for dkey, value in res.dead:
+            dead_key = None if dkey is None else dkey.encode()
+            sent.append(await dead_topic.send(key=dead_key, value=value))
+        for fut in sent:
+            await fut
+        for key, value in values.items():
+            # A table write goes to the changelog partition of faust's *current event*, and a
+            # batch spans partitions: point the context variable at an event of this
+            # patient's own partition. Only the contextvar (this task's context), never
+            # the stream's attribute, which take_events' background buffer reads.
+            token = _current_event.set(weakref.ref(res.last_event_of[key]))
+            try:
+                table[key.encode()] = value
+            finally:
+                _current_event.reset(token)
 
     return app
