@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -282,3 +282,21 @@ class AlertStore:
 
 def _names(cur: sqlite3.Cursor) -> list[str]:
     return [d[0] for d in cur.description]
+
+
+class ForwardingAlertStore(AlertStore):
+    """Kafka mode: the API's own alert store, plus every command forwarded to the workers.
+
+    The workers own the alert books (atomically with the twins), so an acknowledgement takes
+    effect there: it travels on ``<prefix>.alert-commands``, keyed by patient, to the worker
+    that owns the patient, and comes back as a notification on the alerts topic.
+    """
+
+    def __init__(self, path: Path | str, send: Callable[[AlertCommand], None]) -> None:
+        super().__init__(path)
+        self._send = send
+
+    def submit(self, cmd: AlertCommand, now_ms: int) -> str:
+        audit = super().submit(cmd, now_ms)
+        self._send(cmd)
+        return audit

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 # Subcommand modules, each exposing ``register(subparsers)`` that adds its parser and sets
 # ``func`` (``args -> int`` exit code) as the parser default.
 COMMANDS: tuple[str, ...] = (
-    "demo", "simulate", "alerts", "ingest", "produce", "worker", "serve", "dashboards",
+    "demo",
+    "simulate",
+    "alerts",
+    "ingest",
+    "produce",
+    "worker",
+    "serve",
+    "dashboards",
 )
 
 

@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import os
+import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,8 +33,19 @@ from faust.streams import _current_event
 
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
 from streams.kafka_settings import KafkaSettings
-from streams.pipeline import Pipeline
+from streams.metrics import observe_batch
+from streams.pipeline import Outcome, Pipeline
 from twin import TwinConfig, TwinState, apply_many
+from twin.alerting import (
+    DEFAULT_POLICY,
+    AlertBook,
+    AlertCommand,
+    AlertPolicy,
+    Notification,
+    apply_command,
+    evaluate,
+    new_book,
+)
 from twin.errors import Reason
 from twin.events import Event
 
@@ -49,6 +61,7 @@ class Entry:
     state: TwinState | None = None
     offsets: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> last offset
     items: int = 0  # input items processed into this twin (for accounting)
+    alerts: AlertBook | None = None  # the patient's alert lifecycle, atomic with the twin
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -57,6 +70,7 @@ class Entry:
                 "state": None if self.state is None else self.state.to_dict(),
                 "offsets": self.offsets,
                 "items": self.items,
+                "alerts": None if self.alerts is None else json.loads(self.alerts.to_bytes()),
             },
             separators=(",", ":"),
         ).encode()
@@ -67,7 +81,9 @@ class Entry:
             return cls()
         raw = json.loads(data)
         state = None if raw["state"] is None else TwinState.from_dict(raw["state"])
-        return cls(state, dict(raw["offsets"]), int(raw["items"]))
+        book = raw.get("alerts")
+        alerts = None if book is None else AlertBook.from_bytes(json.dumps(book).encode())
+        return cls(state, dict(raw["offsets"]), int(raw["items"]), alerts)
 
 
 def dead_letter_bytes(dl: DeadLetter) -> bytes:
@@ -76,6 +92,12 @@ def dead_letter_bytes(dl: DeadLetter) -> bytes:
     body["payload_b64"] = base64.b64encode(dl.payload).decode("ascii")
     del body["payload"]
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def notification_bytes(note: Notification) -> bytes:
+    return json.dumps(
+        {"v": ENVELOPE_VERSION, **note.model_dump(mode="json")}, separators=(",", ":")
+    ).encode()
 
 
 def effect_bytes(effect: Any) -> bytes:
@@ -88,6 +110,8 @@ class BatchResult:
     effects: list[tuple[str, bytes]]  # (key, value)
     dead: list[tuple[str | None, bytes]]
     last_event_of: dict[str, Any]  # patient -> the faust event whose partition owns it
+    alerts: list[tuple[str, bytes]] = field(default_factory=list)  # notifications out
+    outcome: Outcome = field(default_factory=Outcome)  # the batch as objects, for the sinks
 
 
 def process_batch(
@@ -95,11 +119,14 @@ def process_batch(
     settings: KafkaSettings,
     events: list[Any],
     load: Any,
+    policy: AlertPolicy = DEFAULT_POLICY,
 ) -> BatchResult:
     """Pure-ish core of the agent (no faust calls): testable without a broker."""
     topics = settings.topics
     entries: dict[str, Entry] = {}
     per_patient: dict[str, list[Event]] = {}
+    commands: dict[str, list[AlertCommand]] = {}
+    dead_objects: list[DeadLetter] = []
     dead: list[tuple[str | None, bytes]] = []
     last_event_of: dict[str, Any] = {}
     for fev in events:
@@ -120,6 +147,25 @@ def process_batch(
                 continue  # replayed after a crash: this record is already in the twin
             entry.offsets[tp] = msg.offset
             last_event_of[key] = fev
+        if msg.topic == topics.alert_commands:
+            # A clinician's acknowledge/silence/annotate, routed to the patient's owner.
+            try:
+                cmd = AlertCommand.model_validate_json(msg.value)
+            except ValueError as exc:
+                dl = dead_letter(
+                    Reason.SCHEMA_VIOLATION,
+                    f"alert command: {exc}",
+                    msg.topic,
+                    SourceKind.FHIR,
+                    msg.value,
+                    received_ms,
+                    position,
+                )
+                dead.append((key, dead_letter_bytes(dl)))
+                continue
+            if key is not None and cmd.patient_id == key:
+                commands.setdefault(key, []).append(cmd)
+            continue
         result = pipeline.ingress.decode(
             kind, msg.value, received_at=received_at, source=msg.topic, position=position
         )
@@ -141,21 +187,59 @@ def process_batch(
             entries[key].items += result.items - len(result.dead)
             per_patient.setdefault(key, []).extend(result.events)
         dead.extend((key, dead_letter_bytes(dl)) for dl in result.dead)
+        dead_objects.extend(result.dead)
     effects: list[tuple[str, bytes]] = []
-    for key, evs in per_patient.items():
+    alerts: list[tuple[str, bytes]] = []
+    outcome = Outcome(dead=dead_objects)
+    for key in last_event_of:
         entry = entries[key]
-        if evs:
-            entry.state, fx = apply_many(entry.state, evs, pipeline.config)
+        book = entry.alerts
+        for cmd in commands.get(key, []):
+            book, _ = apply_command(book or new_book(key), cmd)
+        # Apply a minute of event time at a time and evaluate the alert policy after each:
+        # pending periods and repeats then follow event time, however the batch was cut.
+        for chunk in _minutes(per_patient.get(key, [])):
+            entry.state, fx = apply_many(entry.state, chunk, pipeline.config)
             effects.extend((key, effect_bytes(e)) for e in fx)
+            outcome.events.extend(chunk)
+            outcome.effects.extend(fx)
+            assert entry.state is not None
+            book, notes = evaluate(book, entry.state, entry.state.watermark_ms, policy)
+            alerts.extend((key, notification_bytes(n)) for n in notes)
+        if entry.state is not None and commands.get(key) and not per_patient.get(key):
+            # Only a clinician's command arrived: evaluate so its effect is announced now.
+            book, notes = evaluate(book, entry.state, entry.state.watermark_ms, policy)
+            alerts.extend((key, notification_bytes(n)) for n in notes)
+        entry.alerts = book
     # Only patients with a record applied in this batch. After a crash, a batch may hold nothing
     # but replays (skipped above) for some patient: it has nothing new to store, and no event of
     # its own to pick the changelog partition from (the agent looked it up and crashed with a
     # KeyError; faust then acked the whole batch, so the other patients' records in it were lost).
     changed = {key: entries[key] for key in last_event_of}
-    return BatchResult(changed, effects, dead, last_event_of)
+    return BatchResult(changed, effects, dead, last_event_of, alerts, outcome)
 
 
-def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> faust.App:
+def _minutes(events: list[Event]) -> list[list[Event]]:
+    """Consecutive runs of events within one minute of event time (arrival order kept)."""
+    chunks: list[list[Event]] = []
+    minute = None
+    for ev in events:
+        m = ev.t_ms // 60_000
+        if m != minute or not chunks:
+            chunks.append([])
+            minute = m
+        chunks[-1].append(ev)
+    return chunks
+
+
+def make_app(
+    settings: KafkaSettings,
+    twin_config: TwinConfig | None = None,
+    *,
+    sinks: list[Any] | None = None,
+    policy: AlertPolicy = DEFAULT_POLICY,
+) -> faust.App:
+    """The worker app. ``sinks`` (e.g. ``InfluxSink``) get every batch after its outputs."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -177,7 +261,8 @@ def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> 
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     topics = settings.topics
-    inputs = app.topic(*topics.inputs, schema=raw)
+    inputs = app.topic(*topics.inputs, topics.alert_commands, schema=raw)
+    alerts_topic = app.topic(topics.alerts, schema=raw)
     effects_topic = app.topic(topics.effects, schema=raw)
     state_topic = app.topic(topics.twin_state, schema=raw)
     dead_topic = app.topic(topics.dead_letter, schema=raw)
@@ -202,7 +287,8 @@ def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> 
                 os._exit(70)
 
     async def _handle(events: list[Any]) -> None:
-        res = process_batch(pipeline, settings, events, lambda k: table.get(k.encode()))
+        started = time.monotonic()
+        res = process_batch(pipeline, settings, events, lambda k: table.get(k.encode()), policy)
         values = {key: entry.to_bytes() for key, entry in res.states.items()}
         # Outputs first, and acknowledged by the broker, before the table write. The table
         # value carries the replay guard: once its changelog record is in Kafka, a restarted
@@ -221,6 +307,8 @@ def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> 
         for dkey, value in res.dead:
             dead_key = None if dkey is None else dkey.encode()
             sent.append(await dead_topic.send(key=dead_key, value=value))
+        for key, value in res.alerts:
+            sent.append(await alerts_topic.send(key=key.encode(), value=value))
         for fut in sent:
             await fut
         for key, value in values.items():
@@ -233,5 +321,8 @@ def make_app(settings: KafkaSettings, twin_config: TwinConfig | None = None) -> 
                 table[key.encode()] = value
             finally:
                 _current_event.reset(token)
+        for sink in sinks or ():
+            sink.write(res.outcome, {})
+        observe_batch(res.outcome, time.monotonic() - started, topic="kafka")
 
     return app

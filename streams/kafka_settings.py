@@ -59,13 +59,25 @@ class Topics:
         return f"{self.prefix}.deadletter"
 
     @property
+    def alert_commands(self) -> str:
+        """Clinicians' acknowledge/silence/annotate commands, keyed by patient (from the API)."""
+        return f"{self.prefix}.alert-commands"
+
+    @property
     def inputs(self) -> tuple[str, str]:
         return (self.wearable, self.ehr)
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (self.wearable, self.ehr, self.twin_state, self.effects, self.alerts,
-                self.dead_letter)  # fmt: skip
+        return (
+            self.wearable,
+            self.ehr,
+            self.twin_state,
+            self.effects,
+            self.alerts,
+            self.dead_letter,
+            self.alert_commands,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ def topic_configs(settings: KafkaSettings) -> dict[str, dict[str, str]]:
         t.effects: {"retention.ms": week},
         t.alerts: {"retention.ms": str(30 * 24 * 3600 * 1000)},
         t.dead_letter: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+        t.alert_commands: {"retention.ms": str(30 * 24 * 3600 * 1000)},
     }
 
 

@@ -120,17 +120,35 @@ def _embedded(args: argparse.Namespace, auth: Any, hub: Any) -> tuple[Any, list[
 def _kafka(args: argparse.Namespace, auth: Any, hub: Any) -> tuple[Any, list[Any]]:
     from datetime import UTC, datetime
 
-    from streams.alert_store import AlertStore
+    from kafka import KafkaProducer
+
+    from streams.alert_store import ForwardingAlertStore
     from streams.api import KafkaIngestor, create_app
     from streams.api.kafka_view import KafkaView
     from streams.ingress import Ingress
     from streams.kafka_producer import EdgeProducer
     from streams.kafka_topics import ensure_topics
     from streams.pseudonym import Pseudonymiser, PseudonymStore
+    from twin.alerting import AlertCommand
 
     settings = settings_from(args)
     ensure_topics(settings)
-    alerts = AlertStore(args.alerts_db)
+    commands = KafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        client_id="vitaltwin-api",
+    )
+
+    def send(cmd: AlertCommand) -> None:
+        # Synchronous: the clinician's request returns only once the command is in Kafka.
+        commands.send(
+            settings.topics.alert_commands,
+            key=cmd.patient_id.encode(),
+            value=cmd.model_dump_json().encode(),
+        ).get(timeout=10)
+
+    alerts = ForwardingAlertStore(args.alerts_db, send)
     view = KafkaView(settings, alerts, hub=hub).start()
     ingestor = None
     closers: list[Any] = [view.close]
@@ -143,4 +161,4 @@ def _kafka(args: argparse.Namespace, auth: Any, hub: Any) -> tuple[Any, list[Any
         )
         closers.append(ingestor.close)
     app = create_app(view, auth=auth, alerts=alerts, ingestor=ingestor, hub=hub)
-    return app, [*closers, alerts.close]
+    return app, [*closers, alerts.close, commands.close]

@@ -32,6 +32,12 @@ def register(sub: Any) -> None:
     p.add_argument("--app-id", help="consumer group / app id (VITALTWIN_APP_ID)")
     p.add_argument("--data-dir", help="worker data directory (VITALTWIN_DATA_DIR)")
     p.add_argument("--loglevel", default="warning")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    from streams.influx import add_influx_arguments
+    from streams.webhooks.config import add_webhook_arguments
+
+    add_webhook_arguments(p)
+    add_influx_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -40,16 +46,33 @@ def run(args: argparse.Namespace) -> int:
 
     import faust
 
+    from streams.influx import influx_sink_from_args
     from streams.kafka_app import make_app
     from streams.kafka_topics import ensure_topics
+    from streams.kafka_webhooks import KafkaWebhookRelay
+    from streams.metrics import serve_metrics
+    from streams.webhooks.config import webhook_config_from_args
 
     settings = settings_from(
         args, app_id=args.app_id, data_dir=None if args.data_dir is None else Path(args.data_dir)
     )
     ensure_topics(settings)
-    app = make_app(settings)
+    influx = influx_sink_from_args(args)
+    app = make_app(settings, sinks=[] if influx is None else [influx])
+    if args.metrics_port:
+        serve_metrics(args.metrics_port)
+    webhooks = webhook_config_from_args(args)
+    relay = None
+    if webhooks.receivers:
+        relay = KafkaWebhookRelay(settings, webhooks, settings.data_dir / "outbox.db").start()
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
-    # faust's Worker handles SIGINT/SIGTERM: it stops the agents, flushes the producer and
-    # commits processed offsets before exiting.
-    worker.execute_from_commandline()
+    try:
+        # faust's Worker handles SIGINT/SIGTERM: it stops the agents, flushes the producer and
+        # commits processed offsets before exiting.
+        worker.execute_from_commandline()
+    finally:
+        if relay is not None:
+            relay.stop()
+        if influx is not None:
+            influx.close()
     return 0

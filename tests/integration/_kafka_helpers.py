@@ -231,10 +231,13 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """``python -m streams.cli worker`` in its own process group, logging to a file."""
 
-    def __init__(self, settings: KafkaSettings, data_dir: Path, name: str) -> None:
+    def __init__(
+        self, settings: KafkaSettings, data_dir: Path, name: str, extra: list[str] | None = None
+    ) -> None:
         self.settings = settings
         self.data_dir = data_dir
         self.name = name
+        self.extra = extra or []
         self.log_path = data_dir.parent / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -253,6 +256,7 @@ class WorkerProcess:
             "--app-id", self.settings.app_id,
             "--data-dir", str(self.data_dir),
             "--loglevel", "info",
+            *self.extra,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
