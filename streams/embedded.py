@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from streams import metrics
 from streams.pipeline import Outcome, Pipeline, Record
 from streams.sqlite_store import SqliteStore
 from twin import TwinState
@@ -139,6 +140,7 @@ class EmbeddedRuntime:
         return self.stats
 
     def _commit(self, batch: list[Record], position: str | None) -> None:
+        started = time.monotonic()
         outcome = self.pipeline.handle(batch, self.states)
         for hook in self.on_batch:
             hook(outcome, self.states)
@@ -152,6 +154,10 @@ class EmbeddedRuntime:
         )
         for sink in self.sinks:
             sink.write(outcome, outcome.touched)
+        elapsed = time.monotonic() - started
+        metrics.observe_batch(outcome, elapsed, topic=self.source.name.split(":")[0])
+        # In-process there is no queue before the batch: from hand-over to committed effects.
+        metrics.observe_event_to_effect(elapsed)
         st = self.stats
         st.batches += 1
         st.records += len(batch)

@@ -30,10 +30,11 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
 from streams.kafka_settings import KafkaSettings
-from streams.metrics import observe_batch
+from streams.metrics import observe_batch, set_consumer_lag
 from streams.pipeline import Outcome, Pipeline
 from twin import TwinConfig, TwinState, apply_many
 from twin.alerting import (
@@ -324,5 +325,16 @@ def make_app(
         for sink in sinks or ():
             sink.write(res.outcome, {})
         observe_batch(res.outcome, time.monotonic() - started, topic="kafka")
+        _observe_lag(events)
+
+    def _observe_lag(events: list[Any]) -> None:
+        last: dict[Any, int] = {}
+        for fev in events:
+            msg = fev.message
+            last[(msg.topic, msg.partition)] = msg.offset
+        for (topic, partition), offset in last.items():
+            highwater = app.consumer.highwater(TP(topic, partition))
+            if highwater is not None:
+                set_consumer_lag(topic, partition, highwater - offset - 1)
 
     return app

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams import metrics
 from streams.errors import StreamsError
 from streams.webhooks.config import (
     ReceiverConfig,
@@ -141,7 +142,9 @@ class Deliverer:
                 report.dead += 1
                 continue
             report.attempted += 1
+            started = time.monotonic()
             outcome = self._attempt(msg, receiver)
+            metrics.observe_webhook(receiver.name, outcome, time.monotonic() - started)
             if outcome == "delivered":
                 report.delivered += 1
             elif outcome in ("dead", "disabled"):

@@ -73,3 +73,18 @@ def test_demo_refuses_to_mix_settings_in_one_directory(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit, match="--reset"):
         demo.run(args, out=io.StringIO())
+
+
+def test_demo_feeds_the_prometheus_metrics(tmp_path: Path) -> None:
+    from streams.metrics import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("vitaltwin_events_total", topic="simulator")
+    batches = value("vitaltwin_batch_seconds_count", topic="simulator")
+    run_demo(tmp_path)
+    applied = SqliteStore(tmp_path / "vitaltwin.db").accounting().processed
+    assert value("vitaltwin_events_total", topic="simulator") - before >= applied * 0.99
+    assert value("vitaltwin_batch_seconds_count", topic="simulator") > batches
+    assert value("vitaltwin_event_to_effect_seconds_count") > 0
