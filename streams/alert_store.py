@@ -15,13 +15,11 @@ Rows carry the pseudonymous patient token only; nothing here is logged.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from streams.errors import StoreError
+from streams.sqlite_file import SqliteFile
 from twin.alerting import AlertCommand, AuditRecord, Episode, Notification
 from twin.alerting.commands import audit_id
 
@@ -59,40 +57,15 @@ _ALERT_COLUMNS = (
 )
 
 
-class AlertStore:
+class AlertStore(SqliteFile):
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM alert_meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO alert_meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-                )
-            elif row[0] != str(SCHEMA_VERSION):
-                raise StoreError(f"alert store schema {row[0]} is not {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open alert store {self.path}: {exc}") from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(
+            path,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            label="alert store",
+            meta_table="alert_meta",
+        )
 
     # ---- from the runtime -------------------------------------------------------------
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 import base64
 import copy
 import secrets
-import sqlite3
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from streams.errors import StoreError
+from streams.sqlite_file import SqliteFile
 
 _PREFIX = {"patient": "pt-", "device": "dev-"}  # "-", not "_": tokens must be valid FHIR ids
 
@@ -43,21 +42,22 @@ def new_token(kind: str) -> str:
     return _PREFIX[kind] + raw[:20]
 
 
-class PseudonymStore:
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pseudonyms (
+    kind TEXT NOT NULL, identifier TEXT NOT NULL, token TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (kind, identifier)
+);
+"""
+
+
+class PseudonymStore(SqliteFile):
     """Identifier -> token mapping in SQLite; safe across threads and processes (one file)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS pseudonyms ("
-            " kind TEXT NOT NULL, identifier TEXT NOT NULL, token TEXT NOT NULL UNIQUE,"
-            " PRIMARY KEY (kind, identifier))"
+        # FULL: a token minted and handed downstream must never be forgotten on power loss.
+        super().__init__(
+            path, schema=_SCHEMA, version=1, label="pseudonym store", synchronous="FULL"
         )
         self._cache: dict[tuple[str, str], str] = {}
 
@@ -96,9 +96,6 @@ class PseudonymStore:
             "SELECT identifier FROM pseudonyms WHERE kind = ? AND token = ?", (kind, token)
         ).fetchone()
         return None if row is None else str(row[0])
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class Pseudonymiser:

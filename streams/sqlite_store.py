@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streams.errors import StoreError
 from streams.ingress import Accounting, DeadLetter
+from streams.sqlite_file import SqliteFile
 from twin import TwinState
 from twin.effects import Effect, ScoreChanged
 from twin.events import Event, LabResult, VitalSample
@@ -64,35 +64,18 @@ class Point:
     value: float
 
 
-class SqliteStore:
+class SqliteStore(SqliteFile):
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: store schema {row[0]} is not {SCHEMA_VERSION}")
+        super().__init__(
+            path,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            label="twin store",
+            version_key="schema_version",
+        )
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._tx()
 
     # ---- writes (inside a transaction) ------------------------------------------------------
 
@@ -252,7 +235,3 @@ class SqliteStore:
             raise StoreError(f"no table {table!r}")
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

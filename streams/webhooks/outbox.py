@@ -24,14 +24,12 @@ same file (SQLite locks; the busy timeout waits).
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import StoreError
+from streams.sqlite_file import SqliteFile
 from streams.webhooks.routing import OutboundMessage
 
 SCHEMA_VERSION = 1
@@ -103,39 +101,16 @@ class DeadLetter:
     dead_ms: int
 
 
-class Outbox:
+class Outbox(SqliteFile):
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
-                raise StoreError(f"outbox schema {row[0]} is not {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open webhook outbox {self.path}: {exc}") from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        super().__init__(
+            path,
+            schema=_SCHEMA,
+            version=SCHEMA_VERSION,
+            label="webhook outbox",
+            meta_table="meta",
+            synchronous="FULL",
+        )
 
     # ---- producer side ----------------------------------------------------------------
 
