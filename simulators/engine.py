@@ -227,9 +227,20 @@ def _run_policy(
     while t <= horizon_ms:
         now = config.start + timedelta(milliseconds=t)
         changed: list[int] = []
-        for c, view in enumerate(views):
-            seen = tuple(view.between(prev, t))
-            decided = list(policy.decide(Observation(view.patient_id, now, seen)))
+        observations = [
+            Observation(view.patient_id, now, tuple(view.between(prev, t))) for view in views
+        ]
+        batch = getattr(policy, "decide_batch", None)
+        if batch is not None:
+            # Optional hook: one call per decision time for the whole chunk, so a policy can
+            # batch its work across patients (a forecaster in batch). Same semantics as decide.
+            decisions = list(batch(observations))
+            if len(decisions) != len(observations):
+                raise PolicyError("decide_batch must return one decision per observation")
+        else:
+            decisions = [policy.decide(obs) for obs in observations]
+        for c, decision in enumerate(decisions):
+            decided = list(decision)
             for item in decided:
                 if not isinstance(item, Intervention):
                     raise PolicyError(f"policy returned {item!r}, not an Intervention")

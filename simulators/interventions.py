@@ -154,6 +154,10 @@ class Policy(Protocol):
     """Decides interventions from observations only; called every ``interval`` per patient.
 
     Returned interventions must not be earlier than ``observation.now``: the past is fixed.
+    A policy may also define ``decide_batch(observations) -> list[Iterable[Intervention]]``
+    (one entry per observation, same order); the engine then calls it once per decision time
+    for a chunk's patients instead of ``decide`` per patient, so work can be batched (a
+    forecaster run over many twins at once).
     """
 
     interval: timedelta

@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "worker",
     "serve",
     "dashboards",
+    "trial",
 )
 
 
