@@ -37,7 +37,10 @@ bench: env
 	mkdir -p var/bench
 	$(PY) benchmarks/bench_twin.py --out var/bench/twin.json
 	$(PY) benchmarks/bench_simulator.py --out var/bench/simulator.json $(BENCH_FLAGS)
-	$(PY) benchmarks/bench_alerts.py --out var/bench/alerts.json
+	$(PY) benchmarks/bench_alerts.py --out var/bench/alerts.json $(BENCH_FLAGS)
+	$(PY) benchmarks/bench_trials.py --out var/bench/trials.json $(BENCH_FLAGS)
+	PYTHON=$(PY) bash scripts/kafka.sh start
+	$(PY) benchmarks/bench_kafka.py --out var/bench/kafka.json $(BENCH_FLAGS)
 	$(PY) scripts/bench_summary.py var/bench > var/bench/SUMMARY.md
 	cat var/bench/SUMMARY.md
 
