@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -119,10 +120,13 @@ def process_batch(
     pipeline: Pipeline,
     settings: KafkaSettings,
     events: list[Any],
-    load: Any,
+    load: Callable[[str], Entry],
     policy: AlertPolicy = DEFAULT_POLICY,
 ) -> BatchResult:
-    """Pure-ish core of the agent (no faust calls): testable without a broker."""
+    """Pure-ish core of the agent (no faust calls): testable without a broker.
+
+    ``load(patient)`` returns that patient's entry; the entries it returns are updated in place.
+    """
     topics = settings.topics
     entries: dict[str, Entry] = {}
     per_patient: dict[str, list[Event]] = {}
@@ -143,7 +147,7 @@ def process_batch(
         if key is not None:
             entry = entries.get(key)
             if entry is None:
-                entry = entries[key] = Entry.from_bytes(load(key))
+                entry = entries[key] = load(key)
             if entry.offsets.get(tp, -1) >= msg.offset:
                 continue  # replayed after a crash: this record is already in the twin
             entry.offsets[tp] = msg.offset
@@ -287,9 +291,22 @@ def make_app(
                 log.critical("batch failed; exiting without acking it", exc_info=True)
                 os._exit(70)
 
+    # Decoded entries by patient, valid while the table still holds the very bytes object they
+    # were decoded from (recovery or a rebalance replaces it): saves a JSON parse per patient
+    # per batch. A failed batch ends the process (see process), so no half-updated entry
+    # survives in here.
+    decoded: dict[str, tuple[bytes, Entry]] = {}
+
+    def load(key: str) -> Entry:
+        raw = table.get(key.encode())
+        hit = decoded.get(key)
+        if hit is not None and raw is not None and hit[0] is raw:
+            return hit[1]
+        return Entry.from_bytes(raw)
+
     async def _handle(events: list[Any]) -> None:
         started = time.monotonic()
-        res = process_batch(pipeline, settings, events, lambda k: table.get(k.encode()), policy)
+        res = process_batch(pipeline, settings, events, load, policy)
         values = {key: entry.to_bytes() for key, entry in res.states.items()}
         # Outputs first, and acknowledged by the broker, before the table write. The table
         # value carries the replay guard: once its changelog record is in Kafka, a restarted
@@ -322,6 +339,7 @@ def make_app(
                 table[key.encode()] = value
             finally:
                 _current_event.reset(token)
+            decoded[key] = (value, res.states[key])
         for sink in sinks or ():
             sink.write(res.outcome, {})
         observe_batch(res.outcome, time.monotonic() - started, topic="kafka")
