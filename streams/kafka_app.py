@@ -350,8 +350,14 @@ def make_app(
         for fev in events:
             msg = fev.message
             last[(msg.topic, msg.partition)] = msg.offset
+        # Only partitions still assigned: a rebalance may have taken some away mid-batch, and
+        # asking aiokafka for an unassigned partition's highwater is an error.
+        assigned = app.consumer.assignment()
         for (topic, partition), offset in last.items():
-            highwater = app.consumer.highwater(TP(topic, partition))
+            tp = TP(topic, partition)
+            if tp not in assigned:
+                continue
+            highwater = app.consumer.highwater(tp)
             if highwater is not None:
                 set_consumer_lag(topic, partition, highwater - offset - 1)
 
