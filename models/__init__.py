@@ -1,0 +1,25 @@
+"""vitaltwin's forecasting models: datasets, TFT training, the streaming fast path, evaluation.
+
+Layout (one job per module; import the module you need, this package imports nothing heavy):
+
+- ``schema``: the documented parquet dataset (samples, static, treatments, labels) and its checks.
+- ``features``: ``FeatureSpec`` (bins, steps, horizons, inputs, normalisation) and the numpy
+  feature functions shared by training and the fast path.
+- ``news2`` / ``outcomes``: vectorised NEWS2 and the deterioration outcome (labels).
+- ``dataset``: training windows as numpy arrays, and the equivalent ``TimeSeriesDataSet``.
+- ``network`` / ``losses`` / ``batches``: the TFT built from a spec, its masked multi-target
+  quantile loss, and the cheap collate that feeds prebuilt tensors to it.
+- ``training``: fitting (seeds, early stopping, progress) and the checkpoint it writes.
+- ``registry``: models directories; loading refuses a checkpoint whose feature spec differs.
+- ``fastpath``: tensors straight from twin states, traced TorchScript / eager torch / ONNX
+  forward, risk and explanation.
+- ``risk`` / ``explain``: deterioration probability by horizon; top variables and attention.
+- ``protocol``: the small ``Forecaster`` protocol and the persistence / NEWS2 baselines.
+- ``evaluation`` / ``metrics`` / ``report``: held-out metrics and the HTML report.
+- ``synthetic``: a small synthetic cohort in the dataset schema (tests, demos without a simulator).
+- ``replay``: a dataset's rows as twin events (to build live twins from a dataset).
+
+The shipped checkpoint is ``models/checkpoints/default`` (see its README.md).
+
+``models`` never imports ``simulators`` or ``streams``; it learns from datasets in the schema.
+"""

@@ -20,6 +20,8 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "dashboards",
     "trial",
+    "train",
+    "evaluate",
 )
 
 

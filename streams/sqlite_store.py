@@ -148,6 +148,11 @@ class SqliteStore(SqliteFile):
                 ),
             )
 
+    def save_effect_rows(self, rows: list[tuple[str, str, str, int, str]]) -> None:
+        """Effects made outside a batch commit (forecasts): (id, patient, kind, at_ms, JSON)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO effects VALUES (?, ?, ?, ?, ?)", rows)
+
     def save_alert_books(self, books: dict[str, bytes]) -> None:
         with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO alert_books VALUES (?, ?)", books.items())

@@ -36,6 +36,13 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no live summary, only the final one")
     p.add_argument("--port", type=int, default=8000, help="ward dashboard and API port")
     p.add_argument("--no-serve", action="store_true", help="do not start the API/dashboard")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "default",
+        help="forecaster checkpoint (the shipped one by default)",
+    )
+    p.add_argument("--no-forecast", action="store_true", help="run without the TFT forecaster")
     from streams.influx import add_influx_arguments
     from streams.webhooks.config import add_webhook_arguments
 
@@ -134,7 +141,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     )
     sim = SimulationConfig(patients=args.patients, days=args.days, seed=args.seed)
     influx = influx_sink_from_args(args)
-    hooks = [alerts.on_batch]
+    hooks = []
+    forecasts = None
+    if not args.no_forecast:
+        from streams.forecast_stage import ForecastStage
+
+        # Before the alert stage, so a batch's forecasts reach the forecast rule in that batch.
+        forecasts = ForecastStage.load(args.checkpoint, store, alerts)
+        hooks.append(forecasts.on_batch)
+    hooks.append(alerts.on_batch)
     server = None
     if not args.no_serve:
         server, hub, url = _serve(store, alerts, args.port)
@@ -173,6 +188,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     started = time.monotonic()
     try:
         stats = runtime.run(duration_s=args.duration)
+        if forecasts is not None:
+            forecasts.flush(runtime.states)
     finally:
         done.set()
         reporter.join(timeout=2)
@@ -184,6 +201,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     out.write(
         f"done in {time.monotonic() - started:.1f} s: {len(runtime.states)} twins; received "
         f"{acc.received} = processed {acc.processed} + dead-lettered {acc.dead_lettered}; "
+        f"{0 if forecasts is None else forecasts.forecasts} forecasts, "
         f"{alerts.counts.notifications} alert notifications "
         f"({', '.join(f'{k} {v}' for k, v in sorted(alerts.counts.by_rule.items())) or 'none'})\n"
     )

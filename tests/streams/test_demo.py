@@ -88,3 +88,13 @@ def test_demo_feeds_the_prometheus_metrics(tmp_path: Path) -> None:
     assert value("vitaltwin_events_total", topic="simulator") - before >= applied * 0.99
     assert value("vitaltwin_batch_seconds_count", topic="simulator") > batches
     assert value("vitaltwin_event_to_effect_seconds_count") > 0
+
+
+def test_demo_forecasts_with_the_shipped_checkpoint(tmp_path: Path) -> None:
+    run_demo(tmp_path)
+    forecasts = SqliteStore(tmp_path / "vitaltwin.db").effects(kind="forecast")
+    assert forecasts
+    first = forecasts[0]
+    assert first["model"].startswith("tft:")
+    assert set(first["quantiles"]) >= {"heart_rate", "respiratory_rate"}
+    assert all(0.0 <= p <= 1.0 for p in first["risk"].values())

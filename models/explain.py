@@ -1,0 +1,85 @@
+"""Per-forecast explanations from the TFT's own interpretable parts, cheap enough for every alert.
+
+The TFT computes variable-selection weights (how much each input contributed to the
+representation: static inputs once, history inputs per encoder step) and attention over the
+history; both come out of the same forward pass as the forecast. An explanation keeps
+
+- the ``top_k`` inputs by weight: history inputs averaged over the encoder steps (they sum
+  to 1 over history inputs) and static inputs (they sum to 1 over statics), each tagged with
+  its group, so "history: spo2 0.41" reads as "41 % of the history representation";
+- where in time the model attended: the encoder step with the largest attention averaged over
+  heads and forecast steps, reported as hours before the forecast origin.
+
+``pytorch_forecasting``'s ``interpret_output`` aggregates the same tensors over a batch for
+plots; here they stay per patient (``tests/models/test_explain.py`` checks they agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.features import FeatureSpec
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    top: tuple[tuple[str, str, float], ...]  # (group, variable, weight), strongest first
+    attention_peak_h: float  # hours before the origin the model attended to most
+    attention_peak_weight: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "top": [{"group": g, "variable": v, "weight": w} for g, v, w in self.top],
+            "attention_peak_h": self.attention_peak_h,
+            "attention_peak_weight": self.attention_peak_weight,
+        }
+
+
+def encoder_variable_names(spec: FeatureSpec) -> list[str]:
+    """The TFT's encoder variable order: known reals (with relative time) then unknown reals."""
+    return [*spec.known_reals, "relative_time_idx", *spec.unknown_reals]
+
+
+def importances(static_weights: F32, encoder_weights: F32, spec: FeatureSpec) -> tuple[F32, F32]:
+    """Per patient: static weights ``[N, S]`` and history weights averaged over time ``[N, V]``."""
+    static = static_weights.reshape(static_weights.shape[0], -1)
+    enc = encoder_weights.reshape(encoder_weights.shape[0], encoder_weights.shape[1], -1)
+    return static, enc.mean(axis=1)
+
+
+def explain(
+    static_weights: F32,
+    encoder_weights: F32,
+    encoder_attention: F32,
+    spec: FeatureSpec,
+    top_k: int = 5,
+) -> list[Explanation]:
+    """One ``Explanation`` per row of the raw outputs ``static_variables``, ``encoder_variables``
+    ``[N, E, 1, V]`` and ``encoder_attention`` ``[N, D, heads, E]``."""
+    static, hist = importances(static_weights, encoder_weights, spec)
+    names = [("static", n) for n in spec.static_reals] + [
+        ("history", n) for n in encoder_variable_names(spec)
+    ]
+    weights = np.concatenate([static, hist], axis=1)
+    order = np.argsort(-weights, axis=1, kind="stable")[:, :top_k]
+    att = encoder_attention.mean(axis=(1, 2))  # [N, E]
+    peak = att.argmax(axis=1)
+    e = att.shape[1]
+    step_h = spec.step_s / 3600
+    out = []
+    for i in range(weights.shape[0]):
+        top = tuple((names[j][0], names[j][1], round(float(weights[i, j]), 4)) for j in order[i])
+        out.append(
+            Explanation(
+                top=top,
+                attention_peak_h=float((e - peak[i] - 0.5) * step_h),
+                attention_peak_weight=round(float(att[i, peak[i]]), 4),
+            )
+        )
+    return out

@@ -1,0 +1,202 @@
+"""Risk of deterioration by horizon, with uncertainty, from a quantile forecast.
+
+Design (chosen by evaluation, see docs/forecasting.md "Risk"): the TFT forecasts vitals, not
+the outcome; risk is a *calibrated mapping from the forecast quantiles*. For a horizon of k
+steps we score NEWS2 on the forecast at three quantile levels - the median, the adverse 90 %
+(the 0.9 quantile of HR, RR and temperature with the 0.1 quantile of SpO2 and SBP) and the
+extreme 98 % - keep each level's worst step within the horizon, add the current NEWS2 and the
+forecast change of each vital, and fit one L2-regularised logistic regression per horizon on
+held-out (calibration) patients. The same head fitted on a persistence "forecast" (every
+quantile = the last observed value) is the persistence-based risk baseline.
+
+Uncertainty is a patient-level bootstrap of the head: ``n_boot`` refits on resampled patients;
+the interval is their 10th-90th percentile. Applying the head is a ``[N, F] @ [F, B]`` product
+per horizon: nothing that would slow the streaming path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models import news2 as n2
+from models.features import FeatureSpec
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+FEATURES: tuple[str, ...] = (
+    "bias",
+    "news2_now",
+    "news2_median",
+    "news2_adverse",
+    "news2_extreme",
+    "d_heart_rate",
+    "d_respiratory_rate",
+    "d_spo2",
+    "d_systolic_bp",
+    "d_temperature",
+)
+_VITALS = ("heart_rate", "respiratory_rate", "spo2", "systolic_bp", "temperature")
+_UP = {"heart_rate": True, "respiratory_rate": True, "spo2": False, "systolic_bp": False}
+
+
+@dataclass(frozen=True)
+class RiskContext:
+    """Per-forecast facts besides the forecast itself, all ``[N]``."""
+
+    news2_now: F64
+    on_oxygen: npt.NDArray[np.bool_]
+    not_alert: npt.NDArray[np.bool_]
+    scale2: npt.NDArray[np.bool_]
+    last_obs: F32  # [N, T] raw last observed step (NaN: none)
+
+
+def _level(spec: FeatureSpec, q: float) -> int:
+    return int(np.argmin(np.abs(np.asarray(spec.quantiles) - q)))
+
+
+def features(quantiles: F32, ctx: RiskContext, spec: FeatureSpec) -> F64:
+    """``[N, H, len(FEATURES)]`` risk features from quantiles ``[N, T, D, Q]``."""
+    ti = {t: i for i, t in enumerate(spec.targets)}
+    med, hi, lo = _level(spec, 0.5), _level(spec, 0.9), _level(spec, 0.1)
+    xhi, xlo = _level(spec, 0.98), _level(spec, 0.02)
+    fixed = np.where(ctx.on_oxygen, 2, 0) + np.where(ctx.not_alert, 3, 0)
+
+    def score(up: int, down: int) -> npt.NDArray[np.int16]:
+        def q(name: str, idx: int) -> F32:
+            return quantiles[:, ti[name], :, idx]
+
+        def pick(name: str) -> F32:
+            return q(name, up if _UP[name] else down)
+
+        temp = np.maximum(
+            n2.temperature_points(q("temperature", up)),
+            n2.temperature_points(q("temperature", down)),
+        )
+        on = ctx.on_oxygen[:, None]
+        total = (
+            n2.respiratory_rate_points(pick("respiratory_rate")).astype(np.int16)
+            + n2.spo2_points(pick("spo2"), on, ctx.scale2[:, None])
+            + n2.systolic_bp_points(pick("systolic_bp"))
+            + n2.pulse_points(pick("heart_rate"))
+            + temp
+        )
+        return (total + fixed[:, None]).astype(np.int16)  # [N, D]
+
+    levels = [score(med, med), score(hi, lo), score(xhi, xlo)]
+    out = np.zeros((quantiles.shape[0], len(spec.horizon_steps), len(FEATURES)))
+    out[..., 0] = 1.0
+    out[..., 1] = ctx.news2_now[:, None] / 10.0
+    for h, k in enumerate(spec.horizon_steps):
+        for j, lev in enumerate(levels):
+            out[:, h, 2 + j] = lev[:, :k].max(axis=1) / 10.0
+        for j, name in enumerate(_VITALS):
+            last = ctx.last_obs[:, ti[name]]
+            fc = quantiles[:, ti[name], k - 1, med]
+            scale = spec.center_scale(name)[1]
+            out[:, h, 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
+    return out
+
+
+def persistence_quantiles(ctx: RiskContext, spec: FeatureSpec) -> F32:
+    """A persistence forecast as quantiles: the last observed value at every step and level."""
+    centers = np.array([spec.center_scale(t)[0] for t in spec.targets], np.float32)
+    last = np.where(np.isfinite(ctx.last_obs), ctx.last_obs, centers[None, :])
+    shape = (last.shape[0], last.shape[1], spec.decoder_steps, len(spec.quantiles))
+    return np.broadcast_to(last[:, :, None, None], shape).astype(np.float32)
+
+
+def fit_logistic(x: F64, y: F64, l2: float = 1.0, iters: int = 50) -> F64:
+    """L2-regularised logistic regression by Newton's method (the bias is not penalised)."""
+    _n, f = x.shape
+    w = np.zeros(f)
+    pen = np.full(f, l2)
+    pen[0] = 0.0
+    for _ in range(iters):
+        z = np.clip(x @ w, -30, 30)
+        p = 1 / (1 + np.exp(-z))
+        grad = x.T @ (p - y) + pen * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(pen + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+@dataclass(frozen=True)
+class RiskHead:
+    """Per horizon: the point fit ``weights[h]`` and bootstrap refits ``boot[h]`` (``[B, F]``)."""
+
+    horizons_h: tuple[float, ...]
+    weights: F64  # [H, F]
+    boot: F64  # [H, B, F]
+    kind: str = "tft_quantiles"
+
+    def predict(self, feats: F64) -> tuple[F64, F64, F64]:
+        """(risk, low, high) ``[N, H]`` from ``features(...)``."""
+        z = np.einsum("nhf,hf->nh", feats, self.weights)
+        p = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+        zb = np.einsum("nhf,hbf->nhb", feats, self.boot)
+        pb = 1 / (1 + np.exp(-np.clip(zb, -30, 30)))
+        return p, np.quantile(pb, 0.1, axis=-1), np.quantile(pb, 0.9, axis=-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "features": list(FEATURES),
+            "horizons_h": list(self.horizons_h),
+            "weights": self.weights.tolist(),
+            "boot": self.boot.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RiskHead:
+        if list(data["features"]) != list(FEATURES):
+            from models.errors import SpecMismatch
+
+            raise SpecMismatch("the risk head was fitted on other features than this code builds")
+        return cls(
+            tuple(data["horizons_h"]),
+            np.asarray(data["weights"], dtype=np.float64),
+            np.asarray(data["boot"], dtype=np.float64),
+            str(data.get("kind", "tft_quantiles")),
+        )
+
+
+def fit(
+    feats: F64,
+    labels: F32,
+    groups: npt.NDArray[np.int64],
+    spec: FeatureSpec,
+    *,
+    n_boot: int = 20,
+    seed: int = 0,
+    kind: str = "tft_quantiles",
+) -> RiskHead:
+    """Fit on eligible, uncensored rows (NaN labels are skipped per horizon)."""
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    n_h, n_f = feats.shape[1], feats.shape[2]
+    weights = np.zeros((n_h, n_f))
+    boot = np.zeros((n_h, n_boot, n_f))
+    draws = [rng.choice(uniq, size=uniq.size, replace=True) for _ in range(n_boot)]
+    for h in range(n_h):
+        ok = np.isfinite(labels[:, h])
+        x, y, g = feats[ok, h], labels[ok, h].astype(np.float64), groups[ok]
+        if y.size == 0 or y.min() == y.max():
+            weights[h, 0] = -5.0 if y.size == 0 or y.max() == 0 else 5.0
+            boot[h] = weights[h]
+            continue
+        weights[h] = fit_logistic(x, y)
+        rows_of = {p: np.nonzero(g == p)[0] for p in np.unique(g)}
+        for b, draw in enumerate(draws):
+            idx = np.concatenate([rows_of[p] for p in draw if p in rows_of] or [np.arange(0)])
+            if idx.size == 0 or y[idx].min() == y[idx].max():
+                boot[h, b] = weights[h]
+            else:
+                boot[h, b] = fit_logistic(x[idx], y[idx])
+    return RiskHead(tuple(spec.risk_horizons_h), weights, boot, kind)

@@ -1,0 +1,42 @@
+"""``vitaltwin train`` and ``vitaltwin evaluate`` on a dataset directory in the schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from models import registry, synthetic
+from streams.commands import evaluate, train
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    train.register(sub)
+    evaluate.register(sub)
+    return p
+
+
+def test_train_then_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = synthetic.cohort(patients=12, days=1.2, seed=4).save(tmp_path / "data")
+    out = tmp_path / "model"
+    args = _parser().parse_args(
+        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "8",
+         "--heads", "1", "--stride", "4", "--no-progress", "--no-onnx"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    captured = capsys.readouterr().out
+    summary = json.loads(captured[captured.index("{") :])
+    assert summary["checkpoint"] == str(out)
+    meta = registry.read(out).metadata
+    assert meta["data"]["source"] == {"dataset": str(data)}
+    args = _parser().parse_args(
+        ["evaluate", "--model", str(out), "--data", str(data), "--out", str(tmp_path / "ev")]
+    )
+    assert args.func(args) == 0
+    assert (tmp_path / "ev" / "report.html").exists()
+    bad = _parser().parse_args(["train", "--data", str(tmp_path / "nope"), "--out", str(out)])
+    assert bad.func(bad) == 2

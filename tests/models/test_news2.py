@@ -1,0 +1,52 @@
+"""The vectorised NEWS2 agrees with the twin's scalar chart on random and boundary values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models import news2 as n2
+from twin import scores
+
+
+def test_points_match_the_twin() -> None:
+    rng = np.random.default_rng(0)
+    edges = np.r_[np.arange(0, 260, 0.5), np.arange(34, 41, 0.05)]
+    values = np.r_[rng.uniform(0, 250, 3000), edges]
+    for vec, scalar in (
+        (n2.respiratory_rate_points, scores.respiratory_rate_points),
+        (n2.pulse_points, scores.pulse_points),
+        (n2.systolic_bp_points, scores.systolic_bp_points),
+        (n2.temperature_points, scores.temperature_points),
+    ):
+        got = vec(values)
+        want = np.array([scalar(float(v)) for v in values])
+        np.testing.assert_array_equal(got, want, err_msg=vec.__name__)
+    spo2 = np.r_[rng.uniform(60, 100, 2000), np.arange(80, 100.5, 0.5)]
+    for on in (False, True):
+        for scale in (1, 2):
+            got = n2.spo2_points(spo2, np.full(spo2.shape, on), np.full(spo2.shape, scale == 2))
+            want = [scores.spo2_points(float(v), on_oxygen=on, scale=scale) for v in spo2]
+            np.testing.assert_array_equal(got, want)
+
+
+def test_total_matches_the_twin_and_missing_scores_zero() -> None:
+    rng = np.random.default_rng(1)
+    n = 500
+    vit = {
+        "respiratory_rate": rng.uniform(5, 35, n),
+        "spo2": rng.uniform(80, 100, n),
+        "systolic_bp": rng.uniform(70, 230, n),
+        "pulse": rng.uniform(30, 150, n),
+        "temperature": rng.uniform(34, 41, n),
+    }
+    on = rng.random(n) < 0.3
+    confused = rng.random(n) < 0.1
+    scale2 = rng.random(n) < 0.2
+    miss = rng.random((n, 5)) < 0.2
+    args = {k: np.where(miss[:, i], np.nan, v) for i, (k, v) in enumerate(vit.items())}
+    got = n2.news2_total(**args, on_oxygen=on, not_alert=confused, scale2=scale2)
+    for i in range(n):
+        kw = {k: (None if np.isnan(v[i]) else float(v[i])) for k, v in args.items()}
+        want = scores.news2(**kw, on_oxygen=bool(on[i]), consciousness=3 if confused[i] else 0,
+                            spo2_scale=2 if scale2[i] else 1).total  # fmt: skip
+        assert got[i] == want
