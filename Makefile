@@ -39,12 +39,16 @@ bench: env
 	$(PY) benchmarks/bench_simulator.py --out var/bench/simulator.json $(BENCH_FLAGS)
 	$(PY) benchmarks/bench_alerts.py --out var/bench/alerts.json $(BENCH_FLAGS)
 	$(PY) benchmarks/bench_trials.py --out var/bench/trials.json $(BENCH_FLAGS)
+	$(PY) benchmarks/bench_forecast.py --out var/bench/forecast.json $(BENCH_FLAGS)
+	$(PY) benchmarks/bench_training.py --out var/bench/training.json
 	PYTHON=$(PY) bash scripts/kafka.sh start
 	$(PY) benchmarks/bench_kafka.py --out var/bench/kafka.json $(BENCH_FLAGS)
 	$(PY) scripts/bench_summary.py var/bench > var/bench/SUMMARY.md
 	cat var/bench/SUMMARY.md
 
 kafka-start:
+	$(PY) benchmarks/bench_forecast.py --out var/bench/forecast.json $(BENCH_FLAGS)
+	$(PY) benchmarks/bench_training.py --out var/bench/training.json
 	PYTHON=$(PY) bash scripts/kafka.sh start
 
 kafka-stop:
