@@ -47,8 +47,6 @@ bench: env
 	cat var/bench/SUMMARY.md
 
 kafka-start:
-	$(PY) benchmarks/bench_forecast.py --out var/bench/forecast.json $(BENCH_FLAGS)
-	$(PY) benchmarks/bench_training.py --out var/bench/training.json
 	PYTHON=$(PY) bash scripts/kafka.sh start
 
 kafka-stop:
