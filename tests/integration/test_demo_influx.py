@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from test_influx_sink import poll, rows
+from test_influx_sink import poll, questdb_tables, rows
 
 from streams.cli import build_parser
 from streams.commands import demo
@@ -14,9 +14,13 @@ from streams.pseudonym import PseudonymStore
 from streams.sqlite_store import SqliteStore
 
 pytestmark = pytest.mark.integration
+__all__ = ["questdb_tables"]  # the fixture, imported so this module can use it
 
 
-def test_demo_writes_vitals_and_scores_for_every_twin(questdb_url: str, tmp_path: Path) -> None:
+def test_demo_writes_vitals_and_scores_for_every_twin(
+    questdb_tables: str, questdb_url: str, tmp_path: Path
+) -> None:
+    """Runs after the tables exist with InfluxDB-like overwrite semantics (test_influx_sink)."""
     args = build_parser().parse_args(
         [
             "demo",

@@ -237,7 +237,8 @@ def write_and_close(url: str, outcome: Outcome, states: dict[str, TwinState]) ->
     sink = sink_for(url)
     sink.write(outcome, states)
     sink.close()
-    assert sink.written == len(outcome_lines(outcome))
+    # the batch's points plus one pipeline-health point per write
+    assert sink.written == len(outcome_lines(outcome)) + 1
 
 
 # -------------------------------------------------------------------------------------- tests
@@ -385,7 +386,7 @@ def test_back_pressure_with_tiny_max_pending_loses_nothing(questdb_tables: str) 
             sample(pid, Signal.HEART_RATE, 60.0 + (w * per_write + i) % 80, (w * per_write + i))
             for i in range(per_write)
         ]
-        sink.write(Outcome(events=events), {})
+        sink.write_lines(outcome_lines(Outcome(events=events)))
         # write() blocks while more than max_pending lines are unconfirmed, so in flight there
         # are never more than max_pending plus the batch just handed over.
         highest = max(highest, sink._pending)
@@ -399,3 +400,17 @@ def test_back_pressure_with_tiny_max_pending_loses_nothing(questdb_tables: str) 
     got = read_vitals(url, [pid])
     assert sorted(t - T0_MS for *_, t in got) == list(range(total))
     assert {(p, sig) for p, sig, *_ in got} == {(pid, "heart_rate")}
+
+
+def test_each_batch_writes_a_pipeline_health_point(questdb_tables: str) -> None:
+    url = questdb_tables
+    outcome, states = twin_outcome([patient()])
+    sink = sink_for(url)
+    sink.runtime = f"test-{uuid.uuid4().hex[:8]}"
+    sink.write(outcome, states)
+    sink.close()
+    sql = f"SELECT events, effects, dead_letters FROM pipeline WHERE runtime = '{sink.runtime}'"
+    got = poll(lambda: rows(url, sql), bool, "pipeline point")
+    assert got == [
+        {"events": len(outcome.events), "effects": len(outcome.effects), "dead_letters": 0}
+    ]
