@@ -32,7 +32,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from streams.ingress import Ingress, SourceKind, dead_letter
-from streams.kafka_app import Entry
+from streams.kafka_app import STALL_EXIT_CODE, Entry
 from streams.kafka_producer import EdgeProducer
 from streams.kafka_settings import KafkaSettings, Topics
 from streams.pseudonym import Pseudonymiser, PseudonymStore
@@ -51,6 +51,7 @@ WORKER_ENV = {
     "VITALTWIN_SESSION_TIMEOUT_S": "6",
     "VITALTWIN_HEARTBEAT_S": "1",
     "VITALTWIN_COMMIT_INTERVAL_S": "0.5",
+    "VITALTWIN_STALL_TIMEOUT_S": "20",
 }
 
 
@@ -238,6 +239,7 @@ class WorkerProcess:
         self.data_dir = data_dir
         self.name = name
         self.extra = extra or []
+        self.restarts = 0
         self.log_path = data_dir.parent / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -271,6 +273,13 @@ class WorkerProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def supervised(self) -> bool:
+        """Alive, restarting it as a supervisor would if its stall watchdog made it exit."""
+        if self.proc is not None and self.proc.poll() == STALL_EXIT_CODE:
+            self.restarts += 1
+            self.start()
+        return self.alive
 
     def kill9(self) -> None:
         """SIGKILL the whole process group and reap it: a crash, no clean-up of any kind."""
