@@ -37,6 +37,11 @@ RELOAD4J_VERSION="1.2.25" # as shipped in the 3.9 binary distribution
 DEPENDENCY_PLUGIN_VERSION="3.8.1"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVICE="kafka.sh"
+# shellcheck source=lib/service.sh
+source "$REPO/scripts/lib/service.sh"
+service_pid() { broker_pid; }
+make_data_dirs() { mkdir -p "$CONF_DIR" "$LOG_DIR" "$SEGMENTS_DIR"; }
 CACHE_ROOT="${VITALTWIN_CACHE:-$HOME/.cache/vitaltwin}"
 KAFKA_CACHE="$CACHE_ROOT/kafka-$KAFKA_VERSION"
 LIB_DIR="$KAFKA_CACHE/lib"
@@ -62,12 +67,6 @@ elif [[ -x "$REPO/.venv/bin/python" ]]; then
 else
     PY="python3"
 fi
-
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 
 # ---------------------------------------------------------------------------------------- fetch
 
@@ -165,13 +164,6 @@ broker_pid() { # prints the pid of our broker if it is alive, else fails
     echo "$pid"
 }
 
-alive() { # alive <pid>: the process exists and is not a zombie
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ -n "$stat" && "${stat%% *}" != "Z" ]]
-}
-
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 # Readiness: a Metadata request must succeed and list this broker (it is unfenced).
@@ -219,22 +211,6 @@ EOF
 }
 
 is_ready() { port_open "$PORT" && probe_ready; }
-
-ensure_owned_data_dir() {
-    if [[ -d "$DATA_DIR" && ! -f "$OWNER_MARK" ]] && [[ -n "$(ls -A "$DATA_DIR")" ]]; then
-        die "$DATA_DIR exists, is not empty and was not created by kafka.sh; refusing to use it"
-    fi
-    mkdir -p "$CONF_DIR" "$LOG_DIR" "$SEGMENTS_DIR"
-    touch "$OWNER_MARK"
-}
-
-# Serialise start/stop/kill9 on one data dir (e.g. parallel test sessions starting the broker).
-lock_data_dir() {
-    ensure_owned_data_dir
-    command -v flock >/dev/null || return 0
-    exec 9>"$DATA_DIR/.lock"
-    flock -w 120 9 || die "another kafka.sh holds $DATA_DIR/.lock"
-}
 
 write_config() {
     cat >"$CONF_DIR/server.properties" <<EOF
@@ -392,43 +368,6 @@ cmd_start() {
     echo "$pid" >"$PID_FILE"
     wait_ready "$pid" 1
     log "ready on $HOST:$PORT (pid $pid) in $((SECONDS - t0))s"
-}
-
-cmd_stop() {
-    local wipe=0 pid
-    [[ "${1:-}" == "--wipe" ]] && wipe=1
-    [[ -d "$DATA_DIR" ]] && lock_data_dir
-    if pid="$(broker_pid)"; then
-        log "stopping broker (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        local deadline=$((SECONDS + STOP_TIMEOUT))
-        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-        if alive "$pid"; then
-            log "still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_gone "$pid"
-        fi
-        log "stopped"
-    else
-        log "not running"
-    fi
-    rm -f "$PID_FILE"
-    if ((wipe)); then cmd_wipe_data; fi
-}
-
-wait_gone() { # wait_gone <pid>: after SIGKILL
-    local deadline=$((SECONDS + 30))
-    while alive "$1"; do
-        ((SECONDS < deadline)) || die "pid $1 survived SIGKILL for 30s"
-        sleep 0.1
-    done
-}
-
-cmd_wipe_data() {
-    [[ -e "$DATA_DIR" ]] || return 0
-    [[ -f "$OWNER_MARK" ]] || die "$DATA_DIR was not created by kafka.sh; not deleting it"
-    rm -rf "$DATA_DIR"
-    log "deleted $DATA_DIR"
 }
 
 cmd_kill9() {

@@ -40,6 +40,11 @@ QUESTDB_VERSION="${QUESTDB_VERSION:-9.3.4}"
 DEPENDENCY_PLUGIN_VERSION="3.8.1"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVICE="questdb.sh"
+# shellcheck source=lib/service.sh
+source "$REPO/scripts/lib/service.sh"
+service_pid() { server_pid; }
+make_data_dirs() { mkdir -p "$CONF_DIR" "$LOG_DIR"; }
 CACHE_ROOT="${VITALTWIN_CACHE:-$HOME/.cache/vitaltwin}"
 QDB_CACHE="$CACHE_ROOT/questdb-$QUESTDB_VERSION"
 LIB_DIR="$QDB_CACHE/lib"
@@ -66,12 +71,6 @@ elif [[ -x "$REPO/.venv/bin/python" ]]; then
 else
     PY="python3"
 fi
-
-log() { printf 'questdb.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
 
 # ---------------------------------------------------------------------------------------- fetch
 
@@ -131,13 +130,6 @@ server_pid() { # prints the pid of our server if it is alive, else fails
     echo "$pid"
 }
 
-alive() { # alive <pid>: the process exists and is not a zombie
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ -n "$stat" && "${stat%% *}" != "Z" ]]
-}
-
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 # Readiness: the SQL endpoint answers `select 1` with 200 (the HTTP server listens before the
@@ -159,22 +151,6 @@ EOF
 }
 
 is_ready() { port_open "$PORT" && probe_ready; }
-
-ensure_owned_data_dir() {
-    if [[ -d "$DATA_DIR" && ! -f "$OWNER_MARK" ]] && [[ -n "$(ls -A "$DATA_DIR")" ]]; then
-        die "$DATA_DIR exists, is not empty and was not created by questdb.sh; refusing to use it"
-    fi
-    mkdir -p "$CONF_DIR" "$LOG_DIR"
-    touch "$OWNER_MARK"
-}
-
-# Serialise start/stop on one data dir (e.g. parallel test sessions starting the server).
-lock_data_dir() {
-    ensure_owned_data_dir
-    command -v flock >/dev/null || return 0
-    exec 9>"$DATA_DIR/.lock"
-    flock -w 120 9 || die "another questdb.sh holds $DATA_DIR/.lock"
-}
 
 write_config() {
     cat >"$CONF_DIR/server.conf" <<EOF
@@ -264,43 +240,6 @@ cmd_start() {
     echo "$pid" >"$PID_FILE"
     wait_ready "$pid" 1
     log "ready on http://$HOST:$PORT (pid $pid) in $((SECONDS - t0))s"
-}
-
-cmd_stop() {
-    local wipe=0 pid
-    [[ "${1:-}" == "--wipe" ]] && wipe=1
-    [[ -d "$DATA_DIR" ]] && lock_data_dir
-    if pid="$(server_pid)"; then
-        log "stopping server (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        local deadline=$((SECONDS + STOP_TIMEOUT))
-        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-        if alive "$pid"; then
-            log "still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_gone "$pid"
-        fi
-        log "stopped"
-    else
-        log "not running"
-    fi
-    rm -f "$PID_FILE"
-    if ((wipe)); then cmd_wipe_data; fi
-}
-
-wait_gone() { # wait_gone <pid>: after SIGKILL
-    local deadline=$((SECONDS + 30))
-    while alive "$1"; do
-        ((SECONDS < deadline)) || die "pid $1 survived SIGKILL for 30s"
-        sleep 0.1
-    done
-}
-
-cmd_wipe_data() {
-    [[ -e "$DATA_DIR" ]] || return 0
-    [[ -f "$OWNER_MARK" ]] || die "$DATA_DIR was not created by questdb.sh; not deleting it"
-    rm -rf "$DATA_DIR"
-    log "deleted $DATA_DIR"
 }
 
 cmd_status() {
