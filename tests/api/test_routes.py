@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from streams.api.poller import StorePoller
 from streams.api.views import BAND_RANK, forecast_from_record
 from streams.ingress import Ingress, SourceKind
 from streams.kafka_settings import KafkaSettings
-from streams.pipeline import Record
 from streams.pseudonym import Pseudonymiser
 
 
@@ -318,11 +316,6 @@ def test_kafka_ingestor_sends_accepted_items_and_dead_letters_the_rest(tmp_path:
     assert json.loads(dead)["dead_letter_id"] == receipt.dead_lettered[0].dead_letter_id
 
 
-def test_record_inbox_records_keep_their_kind() -> None:
-    rec = Record(SourceKind.FHIR, b"{}", NOW, source="api:fhir")
-    assert rec.kind is SourceKind.FHIR
-
-
 def test_body_limit_is_configurable(ward: Ward) -> None:
     with TestClient(build_app(ward, max_body_bytes=100)) as client:
         r = client.post("/api/v1/alerts/x/annotate", headers=bearer(CLINICIAN),
@@ -330,4 +323,3 @@ def test_body_limit_is_configurable(ward: Ward) -> None:
         assert r.status_code == 413
         assert r.json() == {"error": {"code": "payload_too_large",
                                       "message": "request body exceeds 100 bytes"}}  # fmt: skip
-    assert time.monotonic() > 0
