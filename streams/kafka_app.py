@@ -23,14 +23,12 @@ import json
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
@@ -270,10 +268,32 @@ def make_app(
     inputs = app.topic(*topics.inputs, topics.alert_commands, schema=raw)
     alerts_topic = app.topic(topics.alerts, schema=raw)
     effects_topic = app.topic(topics.effects, schema=raw)
-    state_topic = app.topic(topics.twin_state, schema=raw)
     dead_topic = app.topic(topics.dead_letter, schema=raw)
+    # The compacted public state topic is also the table's changelog: one write per patient
+    # per batch instead of two identical ones (state snapshots were most of the worker's
+    # output), and what the API reads is by construction what a worker recovers from. Its
+    # values are table values (bytes, raw codec), declared like faust's own changelogs.
+    state_log = app.topic(
+        topics.twin_state,
+        key_type=bytes,
+        value_type=bytes,
+        # Explicit: the app default codec is JSON, and recovery would hand the agent dicts.
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+    )
     # Not schema=raw: a raw Schema on a Table silently starved the agent (faust 0.15.3).
-    table = app.Table("twins", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    table = app.Table(
+        "twins",
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        changelog_topic=state_log,
+    )
     pipeline = Pipeline(Ingress(), twin_config)
     app.vitaltwin_pipeline = pipeline  # type: ignore[attr-defined]
 
@@ -339,18 +359,13 @@ def make_app(
         started = time.monotonic()
         res = process_batch(pipeline, settings, events, load, policy)
         values = {key: entry.to_bytes() for key, entry in res.states.items()}
-        # Outputs first, and acknowledged by the broker, before the table write. The table
-        # value carries the replay guard: once its changelog record is in Kafka, a restarted
-        # worker skips these input records and would never emit their outputs again. Sent
-        # after it (as before), a kill -9 between the changelog's delivery and theirs lost
-        # the state snapshot, effects and dead letters of the batch for good. This order
-        # turns the same crash into a replay that re-sends identical bytes (deterministic
-        # ids, compacted state): at-least-once outputs, exactly-once state.
+        # Outputs first, and acknowledged by the broker, before the state write. The state
+        # value carries the replay guard: once it is in Kafka, a restarted worker skips these
+        # input records and would never emit their outputs again. Sent after it, a kill -9
+        # between the state's delivery and theirs lost the effects and dead letters of the
+        # batch for good; in this order the same crash turns into a replay that re-sends
+        # identical bytes (deterministic ids): at-least-once outputs, exactly-once state.
         sent = []
-        for key, value in values.items():
-            # The compacted state topic is the public, materialised view (the API reads it);
-            # the table's changelog is the worker's private recovery log.
-            sent.append(await state_topic.send(key=key.encode(), value=value))
         for key, value in res.effects:
             sent.append(await effects_topic.send(key=key.encode(), value=value))
         for dkey, value in res.dead:
@@ -360,16 +375,28 @@ def make_app(
             sent.append(await alerts_topic.send(key=key.encode(), value=value))
         for fut in sent:
             await fut
+        # Then the state, sent here and awaited, never through `table[key] = value`: that
+        # queues the changelog record in faust's producer buffer, and the flush faust runs
+        # before an offset commit gives up after 0.1 s without a delivery (faust 0.15
+        # ProducerBuffer.flush_atmost), so under load a batch's offsets could be committed
+        # while its state records were still queued; a hand-over then lost them. Acked only
+        # once the broker holds them, a batch's offsets are never committed ahead of its state.
+        logged = []
         for key, value in values.items():
-            # A table write goes to the changelog partition of faust's *current event*, and a
-            # batch spans partitions: point the context variable at an event of this
-            # patient's own partition. Only the contextvar (this task's context), never
-            # the stream's attribute, which take_events' background buffer reads.
-            token = _current_event.set(weakref.ref(res.last_event_of[key]))
-            try:
-                table[key.encode()] = value
-            finally:
-                _current_event.reset(token)
+            # The state partition is the patient's input partition (co-partitioned topics).
+            logged.append(
+                await state_log.send(
+                    key=key.encode(),
+                    value=value,
+                    partition=res.last_event_of[key].message.partition,
+                    callback=table._on_changelog_sent,
+                    force=True,
+                )
+            )
+        for fut in logged:
+            await fut
+        for key, value in values.items():
+            table.data[key.encode()] = value  # the local store, without a second changelog send
             decoded[key] = (value, res.states[key])
         for sink in sinks or ():
             sink.write(res.outcome, {})

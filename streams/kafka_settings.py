@@ -6,7 +6,7 @@
 | VITALTWIN_TOPIC_PREFIX | vitaltwin | one prefix per environment |
 | VITALTWIN_PARTITIONS | 8 | >= the most workers you will run; fixed once created |
 | VITALTWIN_REPLICATION_FACTOR | 1 | 3 (with min.insync.replicas=2) |
-| VITALTWIN_APP_ID | vitaltwin-worker | consumer group and changelog names |
+| VITALTWIN_APP_ID | vitaltwin-worker | consumer group name |
 | VITALTWIN_STORE | rocksdb:// if rocksdict is installed, else memory:// | rocksdb:// |
 | VITALTWIN_DATA_DIR | var/worker | a persistent volume per worker |
 | VITALTWIN_SESSION_TIMEOUT_S | 10 | 30-60: fewer rebalances on GC pauses |
@@ -16,7 +16,9 @@
 | VITALTWIN_BATCH_WITHIN_S | 0.05 | micro-batch time bound (adds at most this latency) |
 | VITALTWIN_STALL_TIMEOUT_S | 60 | no progress this long while behind: exit 75 for a restart |
 
-Tables are always changelogged; the memory store rebuilds from the changelog on start.
+Tables are always changelogged: the twin table's changelog is the compacted
+``<prefix>.twin-state`` topic, so one app id per prefix. The memory store rebuilds from it on
+start.
 """
 
 from __future__ import annotations

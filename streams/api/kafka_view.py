@@ -4,7 +4,8 @@ The workers publish every twin they change to ``<prefix>.twin-state`` (compacted
 patient token, value ``{"v": 1, "state": TwinState.to_dict(), "offsets": ..., "items": ...}``;
 a null value is a tombstone). This view reads that topic from the beginning on a background
 thread with a group-less consumer (no offsets are committed: every API process builds its own
-view), so it never touches the workers' private changelogs. It also materialises:
+view). The same topic is the workers' table changelog, so the view shows exactly the state a
+worker recovers from. It also materialises:
 
 - ``<prefix>.alerts`` (each value a ``twin.alerting.Notification`` as JSON, optionally with a
   ``"v"`` key) into an ``AlertStore`` of its own, which then serves the alert routes exactly as

@@ -427,8 +427,9 @@ def wait_caught_up(
 ) -> None:
     """Wait until the worker group has committed every input offset.
 
-    faust flushes its producer (outputs and changelog) before it commits, so once the group's
-    committed offsets reach the end of the inputs, every output of every input is in Kafka.
+    The worker acks a batch only after the broker has its outputs and state, so once the
+    group's committed offsets reach the end of the inputs, every output of every input is in
+    Kafka.
     """
     ends = end_offsets(bootstrap, settings.topics.inputs)
 
@@ -499,8 +500,31 @@ def state_mismatches(entries: dict[str, Entry], expected: Replay) -> list[str]:
         got = entries[key].state if key in entries else None
         want = expected.states.get(key)
         if got != want:
-            bad.append(f"{key}: worker {got!r} != replay {want!r}")
+            bad.append(f"{key}: worker {got!r} != replay {want!r}{_field_diff(got, want)}")
     return bad
+
+
+def _field_diff(got: TwinState | None, want: TwinState | None) -> str:
+    """Which serialised fields differ, so a failure says more than two equal-looking reprs."""
+    if got is None or want is None:
+        return ""
+    a, b = got.to_dict(), want.to_dict()
+    parts = []
+    for name in a:
+        if a[name] == b.get(name):
+            continue
+        if name == "seen":
+            ga, gb = dict(map(tuple, a[name])), dict(map(tuple, b[name]))
+            only_w = sorted(set(ga) - set(gb))[:3]
+            only_r = sorted(set(gb) - set(ga))[:3]
+            parts.append(
+                f"seen: {len(ga)} vs {len(gb)}, worker only {only_w}, replay only {only_r}"
+            )
+        elif name == "ring":
+            parts.append("ring")
+        else:
+            parts.append(f"{name}: {str(a[name])[:200]} vs {str(b.get(name))[:200]}")
+    return "\n    " + "\n    ".join(parts)
 
 
 def check_against_replay(
