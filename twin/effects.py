@@ -7,7 +7,7 @@ the same state yields the same ids, so at-least-once delivery to idempotent sink
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 from twin.events import derive_event_id, from_ms
@@ -26,7 +26,12 @@ class _Effect:
     kind: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow on purpose: every field is a scalar, a tuple of str or a flat dict, and
+        # dataclasses.asdict's recursion cost more than the JSON encoding of the effect.
+        data = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = dict(value) if isinstance(value, dict) else value
         data["kind"] = self.kind
         data["at"] = from_ms(self.at_ms).isoformat()
         return data
