@@ -21,9 +21,10 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 
 # The whole suite, real servers included: the integration fixtures start Kafka themselves.
+# --durations: when CI is slow or a test times out, the log says where the time went.
 test: lint
 	bash scripts/browser.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 unit: env
 	$(PY) -m pytest -q -m "not integration"
