@@ -107,6 +107,10 @@ def test_worker_end_to_end_smoke(
             try:
                 wait_caught_up(kafka_admin, kafka_bootstrap, settings, 90, lambda: worker.alive)
                 expected, entries, dls = check_against_replay(kafka_bootstrap, topics, items)
+                # The twin-state topic is the table's changelog (what entries came from above):
+                # the worker keeps no second copy of every state in a changelog of its own.
+                own = [t for t in kafka_admin.list_topics() if t.startswith(settings.app_id)]
+                assert not [t for t in own if "changelog" in t], own
             except BaseException:
                 print(worker.log_tail())
                 raise
