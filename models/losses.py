@@ -28,25 +28,25 @@ class MaskedMultiLoss(MultiLoss):
         super().__init__(
             [QuantileLoss(quantiles=list(quantiles)) for _ in range(n_targets)], weights
         )
+        # built once, not every step (``.to`` is a no-op for the same dtype and device)
+        self._q = torch.tensor(list(quantiles))
+        self._w = torch.tensor(self.weights)
 
     def per_target(self, y_pred: list[torch.Tensor], y_actual: Any) -> torch.Tensor:
         """``[n_targets]`` masked mean quantile losses (unweighted)."""
         targets, bits = y_actual
-        if isinstance(targets, torch.Tensor):
-            targets = [targets[..., k] for k in range(targets.shape[-1])]
-        bits_i = bits.to(torch.int64)
-        out = []
-        for k, (pred, target) in enumerate(zip(y_pred, targets, strict=True)):
-            metric = self.metrics[k]
-            q = torch.tensor(metric.quantiles, dtype=pred.dtype, device=pred.device)
-            w = ((bits_i >> k) & 1).to(pred.dtype)
-            err = torch.nan_to_num(target)[..., None] - pred
-            loss = 2 * torch.maximum((q - 1) * err, q * err)
-            total = (loss * w[..., None]).sum()
-            out.append(total / (len(metric.quantiles) * w.sum().clamp_min(1.0)))
-        return torch.stack(out)
+        target = targets if isinstance(targets, torch.Tensor) else torch.stack(targets, dim=-1)
+        pred = torch.stack(y_pred, dim=-2)  # [..., T, Q]
+        n_t, n_q = pred.shape[-2], pred.shape[-1]
+        q = self._q.to(pred)
+        shifts = torch.arange(n_t, device=bits.device)
+        w = ((bits.to(torch.int64)[..., None] >> shifts) & 1).to(pred.dtype)  # [..., T]
+        err = torch.nan_to_num(target)[..., None] - pred
+        loss = 2 * torch.maximum((q - 1) * err, q * err)
+        dims = tuple(range(loss.dim() - 2))
+        total = (loss.sum(-1) * w).sum(dims)
+        return total / (n_q * w.sum(dims).clamp_min(1.0))
 
     def forward(self, y_pred: Any, y_actual: Any, **kwargs: Any) -> torch.Tensor:
         per = self.per_target(y_pred, y_actual)
-        weights = torch.tensor(self.weights, dtype=per.dtype, device=per.device)
-        return (per * weights).sum()
+        return (per * self._w.to(per)).sum()
