@@ -387,10 +387,26 @@ def latency(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     env["VITALTWIN_BATCH_WITHIN_S"] = str(settings.batch_within_s)
     log = (tmp / "worker.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--prefix", topics.prefix,
-         "--partitions", "8", "--app-id", settings.app_id, "--data-dir", str(tmp / "worker")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--prefix",
+            topics.prefix,
+            "--partitions",
+            "8",
+            "--app-id",
+            settings.app_id,
+            "--data-dir",
+            str(tmp / "worker"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
     try:
         wait(lambda: group_members(admin, settings.app_id) == 1, 90, "worker group to form")

@@ -63,8 +63,9 @@ def main() -> None:
     else:
         from streams.training_data import simulate_dataset
 
-        ds, _ = simulate_dataset(args.patients, args.days, seed=3,
-                                 risk={"sepsis": 4, "hf_decompensation": 3})  # fmt: skip
+        ds, _ = simulate_dataset(
+            args.patients, args.days, seed=3, risk={"sepsis": 4, "hf_decompensation": 3}
+        )
     w = dataset.build_windows(ds, spec)
     tr_ids, va_ids, _ = training.split_patients(ds.patient_ids, 3, 0.2, 0.05)
     w_tr = w.take(training.rows_of(w, tr_ids))
@@ -86,8 +87,15 @@ def main() -> None:
         training.seed_everything(0)  # the same initial weights as the default pipeline
         model = network.build(spec, net)
         torch.manual_seed(seed)  # dropout; ``cfg.seed`` orders the batches
-        cfg = training.TrainConfig(epochs=args.epochs, batch_size=bs, patience=99, seed=seed,
-                                   progress=False, plateau_patience=1000, net=net)  # fmt: skip
+        cfg = training.TrainConfig(
+            epochs=args.epochs,
+            batch_size=bs,
+            patience=99,
+            seed=seed,
+            progress=False,
+            plateau_patience=1000,
+            net=net,
+        )
         t = time.perf_counter()
         tensors = WindowTensors(w_tr, spec)
         build_s = time.perf_counter() - t
@@ -124,10 +132,16 @@ def main() -> None:
                 epoch_s.append(time.perf_counter() - self.t)
 
         trainer = pl.Trainer(
-            max_epochs=args.epochs, accelerator="cpu", gradient_clip_val=0.5, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[Timer()], num_sanity_val_steps=0,
-        )  # fmt: skip
+            max_epochs=args.epochs,
+            accelerator="cpu",
+            gradient_clip_val=0.5,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Timer()],
+            num_sanity_val_steps=0,
+        )
         torch.manual_seed(seed)  # dropout and the dataloader's shuffling
         trainer.fit(
             model,

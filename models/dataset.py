@@ -137,9 +137,13 @@ def build_grid(ds: Dataset, spec: FeatureSpec) -> Grid:
     ch = win["signal"].map(spec.channel_index).to_numpy(np.int64)
     b = (t - start[prow]) // spec.bin_ms
     bins, mask = bin_samples(
-        prow, ch, b, win["value"].to_numpy(np.float64), (n_p, len(spec.channels), width),
+        prow,
+        ch,
+        b,
+        win["value"].to_numpy(np.float64),
+        (n_p, len(spec.channels), width),
         sum_channels=tuple(i for i, c in enumerate(spec.channels) if c == "steps"),
-    )  # fmt: skip
+    )
     all_rows = s["patient_id"].map(pindex).to_numpy(np.int64)
     end = np.full(n_p, -1, np.int64)
     np.maximum.at(end, all_rows, s["t_ms"].to_numpy(np.int64))

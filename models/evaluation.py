@@ -80,8 +80,12 @@ def forecast_quality(q: np.ndarray, w: Windows, spec: Any) -> dict[str, Any]:
 
 def _ranked(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     ok = np.isfinite(y)
-    return {"auroc": mx.auroc(y[ok] > 0.5, s[ok]), "auprc": mx.auprc(y[ok] > 0.5, s[ok]),
-            "n": int(ok.sum()), "positives": int((y[ok] > 0.5).sum())}  # fmt: skip
+    return {
+        "auroc": mx.auroc(y[ok] > 0.5, s[ok]),
+        "auprc": mx.auprc(y[ok] > 0.5, s[ok]),
+        "n": int(ok.sum()),
+        "positives": int((y[ok] > 0.5).sum()),
+    }
 
 
 def risk_designs(
@@ -103,10 +107,12 @@ def risk_designs(
     out: dict[str, Any] = {}
     for name, s in cands.items():
         out[name] = {
-            f"{h:g}h": mx.auroc(w.labels[ok, j][np.isfinite(w.labels[ok, j])] > 0.5,
-                                s[np.isfinite(w.labels[ok, j]), j])
+            f"{h:g}h": mx.auroc(
+                w.labels[ok, j][np.isfinite(w.labels[ok, j])] > 0.5,
+                s[np.isfinite(w.labels[ok, j]), j],
+            )
             for j, h in enumerate(spec.risk_horizons_h)
-        }  # fmt: skip
+        }
     return out
 
 
@@ -188,10 +194,19 @@ def _subgroups(ds: Dataset, w: Windows) -> dict[str, np.ndarray]:
     for c in ("heart_failure", "copd", "type1_diabetes", "type2_diabetes", "ckd", "hypertension"):
         groups[c] = st[c].to_numpy(bool)[w.patient]
     groups["no_comorbidity"] = ~np.any(
-        [st[c].to_numpy(bool)[w.patient] for c in ("heart_failure", "copd", "type1_diabetes",
-                                                   "type2_diabetes", "ckd", "hypertension")],
+        [
+            st[c].to_numpy(bool)[w.patient]
+            for c in (
+                "heart_failure",
+                "copd",
+                "type1_diabetes",
+                "type2_diabetes",
+                "ckd",
+                "hypertension",
+            )
+        ],
         axis=0,
-    )  # fmt: skip
+    )
     return groups
 
 
@@ -290,10 +305,10 @@ def evaluate(
             "calibration_6h_ece": mx.calibration(
                 y6[np.isfinite(y6)], tft_p[gel, j6][np.isfinite(y6)]
             )["ece"],
-            "alerts_per_patient_day_tft": _alerts(gw.take(gw.eligible),
-                                                  (tft_p[gmask, j6] >= thr_tft)[gw.eligible])[
-                "alerts_per_patient_day"],
-        }  # fmt: skip
+            "alerts_per_patient_day_tft": _alerts(
+                gw.take(gw.eligible), (tft_p[gmask, j6] >= thr_tft)[gw.eligible]
+            )["alerts_per_patient_day"],
+        }
     result["subgroups"] = subs
     result["samples"] = _fan_samples(w, q, tft_p, spec, samples)
     result["targets"] = _targets(result)

@@ -35,8 +35,15 @@ def twin_events(ds: Dataset, patient_id: str, until_ms: int) -> list[Event]:
     out.append(
         Demographics(patient_id=patient_id, observed_at=_ts(first), birth_date=born, sex=st["sex"])
     )
-    for name in ("heart_failure", "copd", "type1_diabetes", "type2_diabetes", "ckd",
-                 "hypertension", "hypercapnic_respiratory_failure"):  # fmt: skip
+    for name in (
+        "heart_failure",
+        "copd",
+        "type1_diabetes",
+        "type2_diabetes",
+        "ckd",
+        "hypertension",
+        "hypercapnic_respiratory_failure",
+    ):
         if bool(st[name]):
             out.append(Diagnosis(patient_id=patient_id, observed_at=_ts(first), condition=name))
     s = ds.samples[(ds.samples["patient_id"] == patient_id) & (ds.samples["t_ms"] < until_ms)]
@@ -44,27 +51,51 @@ def twin_events(ds: Dataset, patient_id: str, until_ms: int) -> list[Event]:
         sig = Signal(row.signal)
         at = _ts(row.t_ms)
         if sig is Signal.CONSCIOUSNESS:
-            out.append(ConsciousnessAssessment(patient_id=patient_id, observed_at=at,
-                                               level=int(row.value)))  # fmt: skip
+            out.append(
+                ConsciousnessAssessment(patient_id=patient_id, observed_at=at, level=int(row.value))
+            )
         elif sig is Signal.O2_FLOW:
-            out.append(OxygenTherapy(patient_id=patient_id, observed_at=at, on=row.value > 0,
-                                     flow_l_min=row.value))  # fmt: skip
+            out.append(
+                OxygenTherapy(
+                    patient_id=patient_id, observed_at=at, on=row.value > 0, flow_l_min=row.value
+                )
+            )
         elif SIGNALS[sig].kind == "lab":
             avail = row.available_ms if "available_ms" in s.columns else row.t_ms
             if avail >= until_ms:
                 continue  # not yet released when the forecast is made
-            out.append(LabResult(patient_id=patient_id, observed_at=at, issued_at=_ts(avail),
-                                 code=SIGNAL_TO_LOINC[sig], value=row.value,
-                                 unit=SIGNALS[sig].unit))  # fmt: skip
+            out.append(
+                LabResult(
+                    patient_id=patient_id,
+                    observed_at=at,
+                    issued_at=_ts(avail),
+                    code=SIGNAL_TO_LOINC[sig],
+                    value=row.value,
+                    unit=SIGNALS[sig].unit,
+                )
+            )
         else:
-            out.append(VitalSample(patient_id=patient_id, observed_at=at, source="test",
-                                   code=SIGNAL_TO_LOINC[sig], value=row.value,
-                                   unit=SIGNALS[sig].unit))  # fmt: skip
+            out.append(
+                VitalSample(
+                    patient_id=patient_id,
+                    observed_at=at,
+                    source="test",
+                    code=SIGNAL_TO_LOINC[sig],
+                    value=row.value,
+                    unit=SIGNALS[sig].unit,
+                )
+            )
     t = ds.treatments[
         (ds.treatments["patient_id"] == patient_id) & (ds.treatments["t_ms"] < until_ms)
     ]
     for row in t.itertuples(index=False):
-        out.append(MedicationEvent(patient_id=patient_id, observed_at=_ts(row.t_ms),
-                                   medication=row.medication, action=row.action))  # fmt: skip
+        out.append(
+            MedicationEvent(
+                patient_id=patient_id,
+                observed_at=_ts(row.t_ms),
+                medication=row.medication,
+                action=row.action,
+            )
+        )
     out.sort(key=lambda e: e.t_ms)
     return out

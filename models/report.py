@@ -48,8 +48,13 @@ def calibration_plot(results: list[dict[str, Any]]) -> str:
             for key, style in (("calibration_tft", "-o"), ("calibration_persistence", ":s")):
                 bins = det[key]["bins"]
                 if bins:
-                    ax.plot([b["p_mean"] for b in bins], [b["observed"] for b in bins], style,
-                            ms=3, label=f"{r['cohort']} {key.split('_')[1]}")  # fmt: skip
+                    ax.plot(
+                        [b["p_mean"] for b in bins],
+                        [b["observed"] for b in bins],
+                        style,
+                        ms=3,
+                        label=f"{r['cohort']} {key.split('_')[1]}",
+                    )
         ax.set_title(f"calibration, deterioration within {h}")
         ax.set_xlabel("predicted probability")
         ax.set_ylabel("observed frequency")
@@ -105,8 +110,9 @@ def fan_plot(sample: dict[str, Any], step_h: float, quantiles: list[float]) -> s
         k = targets.index(name)
         ax.plot(th, hist[k], color="black", lw=1)
         for lo in range(mid):
-            ax.fill_between(tf, q[k, :, lo], q[k, :, -1 - lo], color="tab:blue",
-                            alpha=0.15 + 0.1 * lo, lw=0)  # fmt: skip
+            ax.fill_between(
+                tf, q[k, :, lo], q[k, :, -1 - lo], color="tab:blue", alpha=0.15 + 0.1 * lo, lw=0
+            )
         ax.plot(tf, q[k, :, mid], color="tab:blue", lw=1)
         ax.plot(tf, actual[k], "k.", ms=3)
         if sample.get("event_ms") is not None:
@@ -114,8 +120,9 @@ def fan_plot(sample: dict[str, Any], step_h: float, quantiles: list[float]) -> s
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     risk = ", ".join(f"{p:.0%}" for p in sample["risk"])
-    fig.suptitle(f"{sample['patient_id']} (risk by horizon: {risk}); red: deterioration",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"{sample['patient_id']} (risk by horizon: {risk}); red: deterioration", fontsize=9
+    )
     return _png(fig)
 
 
@@ -144,18 +151,28 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{html.escape(str(meta.get('data', {}).get('fingerprint')))}</p>",
     ]
     for r in results:
-        parts.append(f"<h2>Cohort: {html.escape(r['cohort'])} "
-                     f"({r['patients']} patients, {r['windows']} forecasts)</h2>")  # fmt: skip
+        parts.append(
+            f"<h2>Cohort: {html.escape(r['cohort'])} "
+            f"({r['patients']} patients, {r['windows']} forecasts)</h2>"
+        )
         rows = []
         for name, t in r["targets"].items():
             met = t if isinstance(t, bool) else t.get("met")
-            vals = "" if isinstance(t, bool) else json.dumps({k: v for k, v in t.items()
-                                                              if k != "met"})  # fmt: skip
+            vals = (
+                ""
+                if isinstance(t, bool)
+                else json.dumps({k: v for k, v in t.items() if k != "met"})
+            )
             cls = "yes" if met else "no"
-            rows.append(f"<tr><td>{html.escape(name)}</td><td class='{cls}'>{met}</td>"
-                        f"<td>{html.escape(vals)}</td></tr>")  # fmt: skip
-        parts.append("<h3>Targets</h3><table><tr><th>target</th><th>met</th><th>values</th></tr>"
-                     + "".join(rows) + "</table>")  # fmt: skip
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td class='{cls}'>{met}</td>"
+                f"<td>{html.escape(vals)}</td></tr>"
+            )
+        parts.append(
+            "<h3>Targets</h3><table><tr><th>target</th><th>met</th><th>values</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
         parts.append(f"<h3>Forecast error by horizon</h3><img src='{mae_plot(r)}'>")
         cov = r["forecast"]["coverage"]
         parts.append(
@@ -167,26 +184,70 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         det_rows = []
         for h, det in r["deterioration"].items():
             for k in ("tft", "persistence", "news2", "news2>=5", "news2>=7"):
-                det_rows.append([h, k, det[k]["auroc"], det[k]["auprc"], det[k]["n"],
-                                 det[k]["positives"]])  # fmt: skip
+                det_rows.append(
+                    [h, k, det[k]["auroc"], det[k]["auprc"], det[k]["n"], det[k]["positives"]]
+                )
         parts.append(
             "<h3>Deterioration</h3>"
             + _table(det_rows, ["horizon", "score", "AUROC", "AUPRC", "forecasts", "positives"])
         )
         al = r["alerting"]
-        al_rows = [[k, al[k]["alert_rate"], al[k]["alerts_per_patient_day"], al[k]["events"],
-                    al[k]["events_alerted"], al[k]["median_lead_h"], al["utility"].get(k)]
-                   for k in ("tft_6h", "persistence_6h", "news2>=5", "news2>=7")]  # fmt: skip
-        parts.append("<h3>Alerting at the NEWS2&ge;5 alert rate</h3>" + _table(
-            al_rows, ["rule", "alert rate", "alerts/patient-day", "events", "alerted",
-                      "median lead (h)", "normalised utility"]))  # fmt: skip
-        sub_rows = [[g, s["patients"], s["coverage_80"], s["auroc_6h"]["tft"],
-                     s["auroc_6h"]["news2"], s["auroc_6h"]["persistence"],
-                     s["calibration_6h_ece"], s["alerts_per_patient_day_tft"]]
-                    for g, s in r["subgroups"].items()]  # fmt: skip
-        parts.append("<h3>Subgroups</h3>" + _table(
-            sub_rows, ["subgroup", "patients", "80% coverage", "AUROC 6h TFT", "AUROC 6h NEWS2",
-                       "AUROC 6h persistence", "ECE 6h", "alerts/patient-day TFT"]))  # fmt: skip
+        al_rows = [
+            [
+                k,
+                al[k]["alert_rate"],
+                al[k]["alerts_per_patient_day"],
+                al[k]["events"],
+                al[k]["events_alerted"],
+                al[k]["median_lead_h"],
+                al["utility"].get(k),
+            ]
+            for k in ("tft_6h", "persistence_6h", "news2>=5", "news2>=7")
+        ]
+        parts.append(
+            "<h3>Alerting at the NEWS2&ge;5 alert rate</h3>"
+            + _table(
+                al_rows,
+                [
+                    "rule",
+                    "alert rate",
+                    "alerts/patient-day",
+                    "events",
+                    "alerted",
+                    "median lead (h)",
+                    "normalised utility",
+                ],
+            )
+        )
+        sub_rows = [
+            [
+                g,
+                s["patients"],
+                s["coverage_80"],
+                s["auroc_6h"]["tft"],
+                s["auroc_6h"]["news2"],
+                s["auroc_6h"]["persistence"],
+                s["calibration_6h_ece"],
+                s["alerts_per_patient_day_tft"],
+            ]
+            for g, s in r["subgroups"].items()
+        ]
+        parts.append(
+            "<h3>Subgroups</h3>"
+            + _table(
+                sub_rows,
+                [
+                    "subgroup",
+                    "patients",
+                    "80% coverage",
+                    "AUROC 6h TFT",
+                    "AUROC 6h NEWS2",
+                    "AUROC 6h persistence",
+                    "ECE 6h",
+                    "alerts/patient-day TFT",
+                ],
+            )
+        )
         for s in r["samples"]:
             parts.append(f"<img src='{fan_plot(s, step_h, quantiles)}'>")
     parts.append("<h2>Calibration</h2>" + f"<img src='{calibration_plot(results)}'>")

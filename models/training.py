@@ -344,8 +344,13 @@ def fit_network(
                         "windows_per_s": seen / secs if secs > 0 else math.nan,
                     }
                 )
-                log.info("epoch %d: train %.4f val %.4f (%.0f windows/s)", epoch + 1,
-                         train_loss, val_loss, seen / max(secs, 1e-9))  # fmt: skip
+                log.info(
+                    "epoch %d: train %.4f val %.4f (%.0f windows/s)",
+                    epoch + 1,
+                    train_loss,
+                    val_loss,
+                    seen / max(secs, 1e-9),
+                )
                 if val_loss < best - 1e-4:
                     best, best_state, bad = val_loss, _copy_state(model), 0
                 else:
@@ -379,8 +384,10 @@ def risk_context(w: Windows, spec: FeatureSpec) -> risk_mod.RiskContext:
 
 def predict_quantiles(forecaster: Forecaster, w: Windows, batch: int = 2048) -> np.ndarray:
     inputs = ModelInputs.from_windows(w)
-    parts = [forecaster.raw(inputs.take(np.arange(a, min(a + batch, w.n))))[0]
-             for a in range(0, w.n, batch)]  # fmt: skip
+    parts = [
+        forecaster.raw(inputs.take(np.arange(a, min(a + batch, w.n))))[0]
+        for a in range(0, w.n, batch)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 
@@ -471,8 +478,9 @@ def train(
             "metrics": metrics,
             "risk_persistence": heads["persistence"].to_dict(),
         }
-        path = registry.save(out_dir, model, spec, cfg.net, heads["tft_quantiles"], extra,
-                             onnx_bytes)  # fmt: skip
+        path = registry.save(
+            out_dir, model, spec, cfg.net, heads["tft_quantiles"], extra, onnx_bytes
+        )
     return TrainResult(model, path, metrics, history, seconds)
 
 

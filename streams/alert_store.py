@@ -94,11 +94,24 @@ class AlertStore(SqliteFile):
                     "  last_at_ms = excluded.last_at_ms, summary = excluded.summary,"
                     "  why = excluded.why",
                     (
-                        n.alert_id, n.fingerprint, n.patient_id, n.ward, n.rule,
-                        n.severity.value, status, n.starts_at_ms, n.ends_at_ms, None, None, 1,
-                        n.notification_id, n.at_ms, n.why.summary, n.why.model_dump_json(),
+                        n.alert_id,
+                        n.fingerprint,
+                        n.patient_id,
+                        n.ward,
+                        n.rule,
+                        n.severity.value,
+                        status,
+                        n.starts_at_ms,
+                        n.ends_at_ms,
+                        None,
+                        None,
+                        1,
+                        n.notification_id,
+                        n.at_ms,
+                        n.why.summary,
+                        n.why.model_dump_json(),
                     ),
-                )  # fmt: skip
+                )
 
     def pending_commands(
         self, patient_id: str | None = None, limit: int = 500
@@ -185,11 +198,20 @@ class AlertStore(SqliteFile):
             "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
             f" ON CONFLICT (audit_id) DO {conflict}",
             (
-                r["audit_id"], r["command_id"], r["action"], r["patient_id"], r.get("alert_id"),
-                r.get("rule"), r["by"], r["at_ms"], r.get("label"), r.get("note"), outcome,
+                r["audit_id"],
+                r["command_id"],
+                r["action"],
+                r["patient_id"],
+                r.get("alert_id"),
+                r.get("rule"),
+                r["by"],
+                r["at_ms"],
+                r.get("label"),
+                r.get("note"),
+                outcome,
                 r.get("detail", ""),
             ),
-        )  # fmt: skip
+        )
 
     # ---- reading ----------------------------------------------------------------------
 

@@ -82,8 +82,9 @@ class ForecastBatcher:
         pending, self._pending, self._since = self._pending, {}, None
         todo = [(pid, at) for pid, at in pending.items() if pid in states]
         if len(todo) < len(pending):
-            log.warning("%d forecast requests for unknown patients dropped",
-                        len(pending) - len(todo))  # fmt: skip
+            log.warning(
+                "%d forecast requests for unknown patients dropped", len(pending) - len(todo)
+            )
         out: list[PatientForecast] = []
         for a in range(0, len(todo), self.max_batch):
             part = todo[a : a + self.max_batch]

@@ -45,37 +45,53 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 EVENTS = Counter("vitaltwin_events", "Events applied to twins", ["topic"], registry=REGISTRY)
 RECORDS = Counter(
-    "vitaltwin_records", "Input items received (events or dead letters)", ["topic"],
+    "vitaltwin_records",
+    "Input items received (events or dead letters)",
+    ["topic"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 EFFECTS = Counter("vitaltwin_effects", "Effects emitted", ["kind"], registry=REGISTRY)
 DEAD_LETTERS = Counter(
     "vitaltwin_dead_letters", "Inputs dead-lettered", ["reason"], registry=REGISTRY
 )
 BATCH_SECONDS = Histogram(
-    "vitaltwin_batch_seconds", "Wall time to process and commit one micro-batch", ["topic"],
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
-)  # fmt: skip
+    "vitaltwin_batch_seconds",
+    "Wall time to process and commit one micro-batch",
+    ["topic"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
-    "vitaltwin_consumer_lag", "Records between the committed/consumed offset and the log end",
-    ["topic", "partition"], registry=REGISTRY,
-)  # fmt: skip
+    "vitaltwin_consumer_lag",
+    "Records between the committed/consumed offset and the log end",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 EVENT_TO_EFFECT = Histogram(
-    "vitaltwin_event_to_effect_seconds", "Wall time from receiving an input to its effects",
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
-)  # fmt: skip
+    "vitaltwin_event_to_effect_seconds",
+    "Wall time from receiving an input to its effects",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 FORECAST_SECONDS = Histogram(
-    "vitaltwin_forecast_seconds", "Wall time of one forecast call (a batch of patients)",
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
-)  # fmt: skip
+    "vitaltwin_forecast_seconds",
+    "Wall time of one forecast call (a batch of patients)",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 WEBHOOKS = Counter(
-    "vitaltwin_webhook_deliveries", "Webhook delivery attempts by outcome",
-    ["receiver", "outcome"], registry=REGISTRY,
-)  # fmt: skip
+    "vitaltwin_webhook_deliveries",
+    "Webhook delivery attempts by outcome",
+    ["receiver", "outcome"],
+    registry=REGISTRY,
+)
 WEBHOOK_SECONDS = Histogram(
-    "vitaltwin_webhook_seconds", "Webhook delivery latency", ["receiver"],
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
-)  # fmt: skip
+    "vitaltwin_webhook_seconds",
+    "Webhook delivery latency",
+    ["receiver"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 API_REQUESTS = Counter(
     "vitaltwin_api_requests", "API requests", ["route", "method", "status"], registry=REGISTRY
 )

@@ -43,8 +43,10 @@ def _ms(col: pd.Series) -> pd.Series:
 def from_simulator_batch(directory: str | Path) -> Dataset:
     """Read a simulator batch output directory (``simulators.dataset``) as a ``Dataset``."""
     root = Path(directory)
-    raw = pd.read_parquet(root / "samples.parquet",
-                          columns=["patient_id", "signal", "observed_at", "value", "flagged"])  # fmt: skip
+    raw = pd.read_parquet(
+        root / "samples.parquet",
+        columns=["patient_id", "signal", "observed_at", "value", "flagged"],
+    )
     raw = raw[~raw["flagged"].to_numpy()]
     samples = pd.DataFrame(
         {
@@ -96,8 +98,9 @@ def from_simulator_batch(directory: str | Path) -> Dataset:
         }
     )
     pat = pd.read_parquet(root / "patients.parquet")
-    static = pd.DataFrame({"patient_id": pat["patient_id"].astype(str), "age": pat["age"],
-                           "sex": pat["sex"]})  # fmt: skip
+    static = pd.DataFrame(
+        {"patient_id": pat["patient_id"].astype(str), "age": pat["age"], "sex": pat["sex"]}
+    )
     for c in COMORBIDITIES:
         src = "hypercapnic" if c == "hypercapnic_respiratory_failure" else c
         static[c] = pat[src].astype(bool).to_numpy()

@@ -68,8 +68,12 @@ _HR, _RR, _SPO2, _TEMP, _SBP = (
 def _points(means: F64, scale: int, on_oxygen: bool) -> int:
     """NEWS2 points of the binned vitals (HR, RR, SpO2, temperature, SBP); missing scores 0."""
     total = 0
-    for ch, fn in ((_HR, scores.pulse_points), (_RR, scores.respiratory_rate_points),
-                   (_TEMP, scores.temperature_points), (_SBP, scores.systolic_bp_points)):  # fmt: skip
+    for ch, fn in (
+        (_HR, scores.pulse_points),
+        (_RR, scores.respiratory_rate_points),
+        (_TEMP, scores.temperature_points),
+        (_SBP, scores.systolic_bp_points),
+    ):
         if math.isfinite(means[ch]):
             total += fn(float(means[ch]))
     if math.isfinite(means[_SPO2]):

@@ -135,8 +135,16 @@ def consort_figure(result: dict[str, Any]) -> Figure:
     ax.set_ylim(0, 1)
 
     def box(x: float, y: float, text: str, w: float = 0.3) -> None:
-        ax.text(x, y, text, ha="center", va="center", fontsize=8, wrap=True,
-                bbox={"boxstyle": "round,pad=0.4", "fc": "white", "ec": "black"})  # fmt: skip
+        ax.text(
+            x,
+            y,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8,
+            wrap=True,
+            bbox={"boxstyle": "round,pad=0.4", "fc": "white", "ec": "black"},
+        )
 
     reasons = "\n".join(f"{k}: {v}" for k, v in sorted(c["exclusion_reasons"].items())) or "none"
     box(0.5, 0.92, f"Assessed for eligibility (twins screened)\nn = {c['screened']}")
@@ -272,8 +280,12 @@ def render_html(result: dict[str, Any]) -> str:
                 _fmt(c.get("tir"), pct=True),
             ]
         )
-    figures = [("Kaplan-Meier", km_figure(result)), ("Time to treatment", treatment_figure(result)),
-               ("Forest plot", forest_figure(result)), ("CONSORT", consort_figure(result))]  # fmt: skip
+    figures = [
+        ("Kaplan-Meier", km_figure(result)),
+        ("Time to treatment", treatment_figure(result)),
+        ("Forest plot", forest_figure(result)),
+        ("CONSORT", consort_figure(result)),
+    ]
     imgs = "".join(
         f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{_png(fig)}"></figure>'
         for name, fig in figures

@@ -277,9 +277,10 @@ def run_trial(
     _prepare(out, spec, plan, fresh)
     wanted = set(only) if only is not None else None
     todo = [
-        s for s in plan.shards
+        s
+        for s in plan.shards
         if not shard_path(out, s).exists() and (wanted is None or s.key in wanted)
-    ]  # fmt: skip
+    ]
     done_before = sum(len(s.twins) for s in plan.shards if shard_path(out, s).exists())
     if progress is not None and done_before:
         progress(done_before)

@@ -180,17 +180,21 @@ def create_app(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code
-        return JSONResponse(error_body(code, message), exc.status_code,
-                            headers=getattr(exc, "headers", None))  # fmt: skip
+        return JSONResponse(
+            error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Location and reason only: the offending input may be an identifier.
         details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
-             "type": str(e.get("type", ""))}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
-        ]  # fmt: skip
+        ]
         return JSONResponse(error_body("invalid_request", "request is invalid", details), 422)
 
     @app.exception_handler(Exception)
@@ -221,17 +225,20 @@ def create_app(
         tags=["operations"],
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                   **READ_ERRORS},
-    )  # fmt: skip
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **READ_ERRORS},
+    )
     async def prometheus(principal: Reader) -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
     # ---- reads --------------------------------------------------------------------------------
 
-    @app.get(f"{API}/patients", tags=["patients"], responses=READ_ERRORS,
-             summary="Patients, most at risk first")  # fmt: skip
+    @app.get(
+        f"{API}/patients",
+        tags=["patients"],
+        responses=READ_ERRORS,
+        summary="Patients, most at risk first",
+    )
     def patients(
         principal: Reader,
         limit: Limit = 50,
@@ -240,17 +247,24 @@ def create_app(
     ) -> Page[PatientSummary]:
         return view.patients_by_risk(limit, offset, ward)
 
-    @app.get(f"{API}/patients/{{patient_id}}", tags=["patients"],
-             responses={**READ_ERRORS, **_errors(404)}, summary="One patient's twin")  # fmt: skip
+    @app.get(
+        f"{API}/patients/{{patient_id}}",
+        tags=["patients"],
+        responses={**READ_ERRORS, **_errors(404)},
+        summary="One patient's twin",
+    )
     def patient(principal: Reader, patient_id: PatientId) -> Twin:
         found = view.twin(patient_id)
         if found is None:
             raise ApiError(404, "not_found", "no such patient")
         return found
 
-    @app.get(f"{API}/patients/{{patient_id}}/history", tags=["patients"],
-             responses={**READ_ERRORS, **_errors(404)},
-             summary="A signal's values over a time range")  # fmt: skip
+    @app.get(
+        f"{API}/patients/{{patient_id}}/history",
+        tags=["patients"],
+        responses={**READ_ERRORS, **_errors(404)},
+        summary="A signal's values over a time range",
+    )
     def history(
         principal: Reader,
         patient_id: PatientId,
@@ -274,8 +288,9 @@ def create_app(
             raise ApiError(404, "not_found", "no such patient")
         return found
 
-    @app.get(f"{API}/alerts", tags=["alerts"], responses=READ_ERRORS,
-             summary="Alerts, newest first")  # fmt: skip
+    @app.get(
+        f"{API}/alerts", tags=["alerts"], responses=READ_ERRORS, summary="Alerts, newest first"
+    )
     def list_alerts(
         principal: Reader,
         status: Annotated[str | None, Query(pattern="^(firing|acknowledged|resolved)$")] = None,
@@ -285,8 +300,12 @@ def create_app(
     ) -> Page[Alert]:
         return view.alerts(status=status, patient_id=patient_id, limit=limit, offset=offset)
 
-    @app.get(f"{API}/alerts/{{alert_id}}", tags=["alerts"],
-             responses={**READ_ERRORS, **_errors(404)}, summary="One alert")  # fmt: skip
+    @app.get(
+        f"{API}/alerts/{{alert_id}}",
+        tags=["alerts"],
+        responses={**READ_ERRORS, **_errors(404)},
+        summary="One alert",
+    )
     def get_alert(principal: Reader, alert_id: AlertId) -> Alert:
         found = view.alert(alert_id)
         if found is None:
@@ -307,8 +326,9 @@ def create_app(
         audit = alerts.submit(cmd, to_ms(now))
         hub.publish_alerts([cmd.patient_id])
         found = view.alert(cmd.alert_id) if cmd.alert_id else None
-        return CommandReceipt(audit_id=audit, command_id=cmd.command_id, action=cmd.action,
-                              alert=found)  # fmt: skip
+        return CommandReceipt(
+            audit_id=audit, command_id=cmd.command_id, action=cmd.action, alert=found
+        )
 
     def on_alert(alert_id: str, expect: str | None) -> Alert:
         found = view.alert(alert_id)
@@ -318,8 +338,13 @@ def create_app(
             raise ApiError(409, "conflict", f"alert is {found.status}, not {expect}")
         return found
 
-    @app.post(f"{API}/alerts/{{alert_id}}/acknowledge", tags=["alerts"], status_code=202,
-              responses=ACT_ERRORS, summary="Acknowledge a firing alert")  # fmt: skip
+    @app.post(
+        f"{API}/alerts/{{alert_id}}/acknowledge",
+        tags=["alerts"],
+        status_code=202,
+        responses=ACT_ERRORS,
+        summary="Acknowledge a firing alert",
+    )
     def acknowledge(
         principal: Clinician, alert_id: AlertId, body: AlertCommandIn | None = None
     ) -> CommandReceipt:
@@ -334,8 +359,13 @@ def create_app(
             },
         )
 
-    @app.post(f"{API}/alerts/{{alert_id}}/unacknowledge", tags=["alerts"], status_code=202,
-              responses=ACT_ERRORS, summary="Withdraw an acknowledgement")  # fmt: skip
+    @app.post(
+        f"{API}/alerts/{{alert_id}}/unacknowledge",
+        tags=["alerts"],
+        status_code=202,
+        responses=ACT_ERRORS,
+        summary="Withdraw an acknowledgement",
+    )
     def unacknowledge(
         principal: Clinician, alert_id: AlertId, body: AlertCommandIn | None = None
     ) -> CommandReceipt:
@@ -403,39 +433,50 @@ def create_app(
         if got.received > 0 and got.accepted == 0:
             details = [d.model_dump() for d in got.dead_lettered]
             return JSONResponse(
-                error_body("dead_lettered", "no item was accepted; see the dead letters",
-                           details),
+                error_body("dead_lettered", "no item was accepted; see the dead letters", details),
                 422,
-            )  # fmt: skip
+            )
         return JSONResponse(got.model_dump(), 202)
 
     @app.post(
-        f"{API}/ingest/wearable", tags=["ingestion"], status_code=202,
-        response_model=IngestReceipt, responses=INGEST_ERRORS,
+        f"{API}/ingest/wearable",
+        tags=["ingestion"],
+        status_code=202,
+        response_model=IngestReceipt,
+        responses=INGEST_ERRORS,
         summary="Wearable samples: one, a list, or {samples: [...]}",
         openapi_extra=_ingest_openapi(_WEARABLE_BODY, ("application/json",)),
-    )  # fmt: skip
+    )
     async def ingest_wearable(principal: Ingester, request: Request) -> JSONResponse:
         return await ingest(SourceKind.WEARABLE, request)
 
     @app.post(
-        f"{API}/ingest/fhir", tags=["ingestion"], status_code=202,
-        response_model=IngestReceipt, responses=INGEST_ERRORS,
+        f"{API}/ingest/fhir",
+        tags=["ingestion"],
+        status_code=202,
+        response_model=IngestReceipt,
+        responses=INGEST_ERRORS,
         summary="A FHIR R4 resource or Bundle",
         openapi_extra=_ingest_openapi(_FHIR_BODY, ("application/fhir+json", "application/json")),
-    )  # fmt: skip
+    )
     async def ingest_fhir(principal: Ingester, request: Request) -> JSONResponse:
         return await ingest(SourceKind.FHIR, request)
 
     # ---- live updates -------------------------------------------------------------------------
 
     @app.get(
-        f"{API}/stream", tags=["patients"], response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                         "description": "events: hello, patients, alerts, resync"},
-                   **READ_ERRORS},
+        f"{API}/stream",
+        tags=["patients"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "events: hello, patients, alerts, resync",
+            },
+            **READ_ERRORS,
+        },
         summary="Server-Sent Events: changed tiles and alerts",
-    )  # fmt: skip
+    )
     async def stream(principal: Reader, request: Request) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
             sub = hub.subscribe()
@@ -453,9 +494,10 @@ def create_app(
                 hub.unsubscribe(sub)
 
         return StreamingResponse(
-            events(), media_type="text/event-stream",
+            events(),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )  # fmt: skip
+        )
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(Observe)

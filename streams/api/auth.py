@@ -95,8 +95,9 @@ class TokenAuth:
             raise ApiError(401, "unauthorized", "missing bearer token", headers=challenge)
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "expected 'Authorization: Bearer <token>'",
-                           headers=challenge)  # fmt: skip
+            raise ApiError(
+                401, "unauthorized", "expected 'Authorization: Bearer <token>'", headers=challenge
+            )
         principal = self.identify(token.strip())
         if principal is None:
             raise ApiError(401, "unauthorized", "unknown token", headers=challenge)

@@ -82,13 +82,20 @@ class StoreIngestor:
             before = self.pipeline.accounting.received
             events, dead = self.pipeline.decode([record])
             items = self.pipeline.accounting.received - before
-            states = {pid: st for pid in {e.patient_id for e in events}
-                      if (st := self.store.state(pid)) is not None}  # fmt: skip
+            states = {
+                pid: st
+                for pid in {e.patient_id for e in events}
+                if (st := self.store.state(pid)) is not None
+            }
             effects, touched = self.pipeline.fold(events, states)
             self.store.commit_batch(
-                states=touched, events=events, effects=effects, dead=dead, positions={},
+                states=touched,
+                events=events,
+                effects=effects,
+                dead=dead,
+                positions={},
                 accounting=self.pipeline.accounting,
-            )  # fmt: skip
+            )
         result = IngressResult(events=events, dead=dead, items=items)
         outcome = Outcome(events=events, effects=effects, dead=dead, touched=touched)
         metrics.observe_batch(outcome, time.monotonic() - started, topic=source_name(kind))
@@ -115,14 +122,19 @@ class RuntimeInbox:
         record = Record(kind, body, self.clock(), source=source_name(kind))
         # A dry run of the decode the runtime will repeat: ids are deterministic, pseudonyms
         # are stable, so both agree on every event and dead letter.
-        result = self.ingress.decode(kind, body, received_at=record.received_at,
-                                     source=record.source)  # fmt: skip
+        result = self.ingress.decode(
+            kind, body, received_at=record.received_at, source=record.source
+        )
         with self._lock:
             if len(self._queue) >= self.max_queued:
                 from streams.api.errors import ApiError
 
-                raise ApiError(503, "unavailable", "ingestion queue is full; retry later",
-                               headers={"Retry-After": "1"})  # fmt: skip
+                raise ApiError(
+                    503,
+                    "unavailable",
+                    "ingestion queue is full; retry later",
+                    headers={"Retry-After": "1"},
+                )
             self._queue.append(record)
         return receipt(result, applied=False)
 
@@ -148,8 +160,7 @@ class KafkaIngestor:
         from streams.kafka_app import dead_letter_bytes
 
         received_at = self.clock()
-        result = self.ingress.decode(kind, body, received_at=received_at,
-                                     source=source_name(kind))  # fmt: skip
+        result = self.ingress.decode(kind, body, received_at=received_at, source=source_name(kind))
         for item in accepted_items(kind, body, result):
             # One Kafka record per accepted item: samples of several patients in one body must
             # go to several keys (partitions). The producer pseudonymises again (a token maps to

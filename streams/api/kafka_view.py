@@ -229,10 +229,17 @@ class KafkaView(StateViewBase):
                 else []
             )
         return History(
-            patient_id=patient_id, signal=signal.value, unit=SIGNALS[signal].unit,
-            start_ms=start_ms, end_ms=end_ms, binned=True,
-            points=points[offset : offset + limit], total=len(points), limit=limit, offset=offset,
-        )  # fmt: skip
+            patient_id=patient_id,
+            signal=signal.value,
+            unit=SIGNALS[signal].unit,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            binned=True,
+            points=points[offset : offset + limit],
+            total=len(points),
+            limit=limit,
+            offset=offset,
+        )
 
 
 def _json(value: bytes | None) -> dict[str, Any] | None:

@@ -128,5 +128,10 @@ class Observe:
             route = scope.get("route")
             template = getattr(route, "path", None) or "(unmatched)"
             metrics.observe_api_request(template, scope["method"], status)
-            log.info("%s %s %d %.1f ms", scope["method"], template, status,
-                     (time.monotonic() - started) * 1000)  # fmt: skip
+            log.info(
+                "%s %s %d %.1f ms",
+                scope["method"],
+                template,
+                status,
+                (time.monotonic() - started) * 1000,
+            )

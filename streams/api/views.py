@@ -67,8 +67,9 @@ class RiskRow:
 
     @classmethod
     def of(cls, state: TwinState) -> RiskRow:
-        return cls(state.patient_id, state.news2_band, state.news2_total, state.watermark_ms,
-                   state.ward)  # fmt: skip
+        return cls(
+            state.patient_id, state.news2_band, state.news2_total, state.watermark_ms, state.ward
+        )
 
 
 class TwinView(Protocol):
@@ -232,9 +233,13 @@ def forecast_from_record(raw: Mapping[str, Any] | None) -> Forecast | None:
         if h is None or p is None or not 0 <= p <= 1:
             continue
         risk.append(
-            RiskPoint(horizon_h=h, probability=p, lower=_num(item.get("lower")),
-                      upper=_num(item.get("upper")))
-        )  # fmt: skip
+            RiskPoint(
+                horizon_h=h,
+                probability=p,
+                lower=_num(item.get("lower")),
+                upper=_num(item.get("upper")),
+            )
+        )
     risk.sort(key=lambda r: r.horizon_h)
     series: list[QuantileSeries] = []
     raw_q = raw.get("quantiles") or []
@@ -381,8 +386,12 @@ class StateViewBase(AlertReads):
                 continue
             fc = self.forecast_at(row.patient_id, row.watermark_ms)
             risk = max((r.probability for r in fc.risk), default=-1.0) if fc else -1.0
-            keyed.append(((-BAND_RANK.get(row.news2_band, 0), -row.news2_total, -risk,
-                           row.patient_id), row.patient_id))  # fmt: skip
+            keyed.append(
+                (
+                    (-BAND_RANK.get(row.news2_band, 0), -row.news2_total, -risk, row.patient_id),
+                    row.patient_id,
+                )
+            )
         keyed.sort()
         items = []
         for _, pid in keyed[offset : offset + limit]:
@@ -421,10 +430,11 @@ class EmbeddedView(StateViewBase):
         self, limit: int, offset: int, ward: str | None = None
     ) -> Page[PatientSummary]:
         rows = [
-            RiskRow(r["patient_id"], r["news2_band"], r["news2_total"], r["watermark_ms"],
-                    r["ward"])
+            RiskRow(
+                r["patient_id"], r["news2_band"], r["news2_total"], r["watermark_ms"], r["ward"]
+            )
             for r in self.store.patients_by_risk(limit=1 << 31, offset=0)
-        ]  # fmt: skip
+        ]
         return self.page_of(rows, self.store.state, limit, offset, ward)
 
     def twin(self, patient_id: str) -> Twin | None:
@@ -438,11 +448,19 @@ class EmbeddedView(StateViewBase):
             return None
         points = self.store.history(patient_id, signal.value, start_ms, end_ms)
         return History(
-            patient_id=patient_id, signal=signal.value, unit=SIGNALS[signal].unit,
-            start_ms=start_ms, end_ms=end_ms, binned=False,
-            points=[HistoryPoint(t_ms=p.t_ms, value=p.value) for p in points[offset:offset + limit]],
-            total=len(points), limit=limit, offset=offset,
-        )  # fmt: skip
+            patient_id=patient_id,
+            signal=signal.value,
+            unit=SIGNALS[signal].unit,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            binned=False,
+            points=[
+                HistoryPoint(t_ms=p.t_ms, value=p.value) for p in points[offset : offset + limit]
+            ],
+            total=len(points),
+            limit=limit,
+            offset=offset,
+        )
 
     def close(self) -> None:
         """The stores belong to whoever opened them."""

@@ -28,8 +28,9 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="dashboards_action", required=True, metavar="ACTION")
     push = actions.add_parser("push", help="install the dashboards into a Grafana")
     push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
-    push.add_argument("--token", default=os.environ.get(ENV_TOKEN),
-                      help=f"Grafana API token (env {ENV_TOKEN})")  # fmt: skip
+    push.add_argument(
+        "--token", default=os.environ.get(ENV_TOKEN), help=f"Grafana API token (env {ENV_TOKEN})"
+    )
     push.add_argument("--influx-url", help="also create/update the InfluxDB datasource")
     push.add_argument("--influx-org", default=os.environ.get("VITALTWIN_INFLUX_ORG", "vitaltwin"))
     push.add_argument(
@@ -87,9 +88,13 @@ def push(api: Any, dashboards: dict[str, dict[str, Any]]) -> list[str]:
     for dash in dashboards.values():
         body = {k: v for k, v in dash.items() if k != "id"}  # Grafana assigns ids per instance
         api.dashboard.update_dashboard(
-            {"dashboard": body, "folderUid": FOLDER_UID, "overwrite": True,
-             "message": "vitaltwin dashboards push"}
-        )  # fmt: skip
+            {
+                "dashboard": body,
+                "folderUid": FOLDER_UID,
+                "overwrite": True,
+                "message": "vitaltwin dashboards push",
+            }
+        )
         pushed.append(dash["uid"])
     return pushed
 

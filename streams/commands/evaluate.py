@@ -57,9 +57,12 @@ def run(args: argparse.Namespace) -> int:
             cohorts.append((f"held-out seed {args.seed}", ds))
             if not args.no_shifted:
                 ds, _ = simulate_dataset(
-                    args.patients, args.days, args.seed + 1, risk=args.shifted_risk,
+                    args.patients,
+                    args.days,
+                    args.seed + 1,
+                    risk=args.shifted_risk,
                     home_fraction=args.shifted_home_fraction,
-                )  # fmt: skip
+                )
                 cohorts.append((f"shifted case mix seed {args.seed + 1}", ds))
         results = [evaluation.evaluate(fc, ds, name=name) for name, ds in cohorts]
     except ModelsError as exc:

@@ -111,8 +111,9 @@ def _embedded(args: argparse.Namespace, auth: Any, hub: Any) -> tuple[Any, list[
             store, Pipeline(Ingress(Pseudonymiser(pseudonyms))), lambda: datetime.now(tz=UTC)
         )
         ingestor.on_commit.append(hub.publish)
-    app = create_app(EmbeddedView(store, alerts), auth=auth, alerts=alerts,
-                     ingestor=ingestor, hub=hub)  # fmt: skip
+    app = create_app(
+        EmbeddedView(store, alerts), auth=auth, alerts=alerts, ingestor=ingestor, hub=hub
+    )
     poller = StorePoller(store, alerts, hub).start()
     return app, [poller.stop, *closers, alerts.close, store.close]
 

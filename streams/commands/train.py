@@ -38,8 +38,12 @@ def add_cohort_arguments(p: argparse.ArgumentParser, seed: int) -> None:
     p.add_argument("--patients", type=int, default=400, help="simulated patients")
     p.add_argument("--days", type=float, default=5.0, help="simulated days per patient")
     p.add_argument("--seed", type=int, default=seed, help="root seed (simulation and training)")
-    p.add_argument("--risk", type=parse_risk, default=parse_risk(DEFAULT_RISK),
-                   help=f"onset-hazard multipliers per condition (default {DEFAULT_RISK})")  # fmt: skip
+    p.add_argument(
+        "--risk",
+        type=parse_risk,
+        default=parse_risk(DEFAULT_RISK),
+        help=f"onset-hazard multipliers per condition (default {DEFAULT_RISK})",
+    )
     p.add_argument("--home-fraction", type=float, default=0.3, help="share of patients at home")
     p.add_argument("--save-dataset", type=Path, help="also write the dataset (schema) here")
 
@@ -120,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     try:
-        result = training.train(ds, FeatureSpec(), cfg, args.out,
-                                name=args.name or args.out.name, source=source)  # fmt: skip
+        result = training.train(
+            ds, FeatureSpec(), cfg, args.out, name=args.name or args.out.name, source=source
+        )
     except ModelsError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -43,8 +43,17 @@ from twin.alerting.policy import SEVERITY_RANK
 
 # Standard Webhooks' suggested schedule: the delay before each attempt, the first immediate.
 STANDARD_SCHEDULE_S: tuple[float, ...] = (
-    0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
-)  # fmt: skip
+    0,
+    5,
+    300,
+    1800,
+    7200,
+    18000,
+    36000,
+    50400,
+    72000,
+    86400,
+)
 
 ENV_URL = "VITALTWIN_WEBHOOK_URL"
 ENV_SECRET = "VITALTWIN_WEBHOOK_SECRET"

@@ -28,10 +28,13 @@ MINUTES = 60
 def auth() -> TokenAuth:
     return TokenAuth(
         parse_tokens(
-            [(READER, "reader", None), (CLINICIAN, "clinician", "nurse-ana"),
-             (INGEST, "ingest", "gateway")]
+            [
+                (READER, "reader", None),
+                (CLINICIAN, "clinician", "nurse-ana"),
+                (INGEST, "ingest", "gateway"),
+            ]
         )
-    )  # fmt: skip
+    )
 
 
 _TICKS = itertools.count()
@@ -46,8 +49,11 @@ def clock() -> datetime:
 def build_app(ward: Ward, **overrides: object) -> FastAPI:
     ingestor = StoreIngestor(ward.store, Pipeline(Ingress(Pseudonymiser(ward.pseudonyms))), clock)
     kwargs: dict[str, object] = {
-        "auth": auth(), "alerts": ward.alerts, "ingestor": ingestor, "clock": clock,
-    }  # fmt: skip
+        "auth": auth(),
+        "alerts": ward.alerts,
+        "ingestor": ingestor,
+        "clock": clock,
+    }
     kwargs.update(overrides)
     return create_app(EmbeddedView(ward.store, ward.alerts), **kwargs)  # type: ignore[arg-type]
 

@@ -29,8 +29,14 @@ def protected(client: TestClient) -> list[tuple[str, str]]:
 
 def test_the_route_list_is_complete(client: TestClient) -> None:
     paths = {p for _, p in protected(client)}
-    assert {"/api/v1/patients", "/api/v1/alerts", "/api/v1/ingest/wearable",
-            "/api/v1/ingest/fhir", "/api/v1/stream", "/metrics"} <= paths  # fmt: skip
+    assert {
+        "/api/v1/patients",
+        "/api/v1/alerts",
+        "/api/v1/ingest/wearable",
+        "/api/v1/ingest/fhir",
+        "/api/v1/stream",
+        "/metrics",
+    } <= paths
     assert len(protected(client)) == 13  # a new route must be added to these tests knowingly
 
 
@@ -61,8 +67,13 @@ def test_every_route_refuses_a_role_without_the_permission(client: TestClient) -
 
 
 def test_public_routes_carry_no_patient_data(client: TestClient) -> None:
-    for path in ("/", "/patients/pt-anything", "/healthz", "/api/v1/openapi.json",
-                 "/static/ward.js"):  # fmt: skip
+    for path in (
+        "/",
+        "/patients/pt-anything",
+        "/healthz",
+        "/api/v1/openapi.json",
+        "/static/ward.js",
+    ):
         r = client.get(path)
         assert r.status_code == 200, path
         assert "pt-" not in r.text.replace("pt-anything", "") or path.endswith(".js")
@@ -72,10 +83,12 @@ def test_public_routes_carry_no_patient_data(client: TestClient) -> None:
 def test_tokens_from_env_and_file(tmp_path: Path) -> None:
     secrets = tmp_path / "tokens"
     secrets.write_text("# gateway\nfile-token-00000000000000 ingest edge-gw\n\n")
-    tokens = tokens_from_env({
-        "VITALTWIN_API_TOKENS": "aaaaaaaaaaaaaaaa1:reader, bbbbbbbbbbbbbbbb2:clinician:dr-who",
-        "VITALTWIN_API_TOKENS_FILE": str(secrets),
-    })  # fmt: skip
+    tokens = tokens_from_env(
+        {
+            "VITALTWIN_API_TOKENS": "aaaaaaaaaaaaaaaa1:reader, bbbbbbbbbbbbbbbb2:clinician:dr-who",
+            "VITALTWIN_API_TOKENS_FILE": str(secrets),
+        }
+    )
     assert {t: (p.name, p.role.value) for t, p in tokens.items()} == {
         "aaaaaaaaaaaaaaaa1": ("reader-1", "reader"),
         "bbbbbbbbbbbbbbbb2": ("dr-who", "clinician"),

@@ -15,22 +15,33 @@ MRN = "MRN-7777-NEW"  # a patient the ward has never seen
 
 def sample(minute: int, code: str = "8867-4", value: float = 131.0, unit: str = "/min") -> dict:
     at = NOW - timedelta(minutes=minute)
-    return {"patient_id": MRN, "device_id": "SN-API-1", "observed_at": at.isoformat(),
-            "code": code, "value": value, "unit": unit, "source": "gateway"}  # fmt: skip
+    return {
+        "patient_id": MRN,
+        "device_id": "SN-API-1",
+        "observed_at": at.isoformat(),
+        "code": code,
+        "value": value,
+        "unit": unit,
+        "source": "gateway",
+    }
 
 
 def test_wearable_sample_round_trip(client: TestClient, ward: Ward) -> None:
     before = ward.store.accounting()
-    r = client.post("/api/v1/ingest/wearable", headers=bearer(INGEST),
-                    json={"samples": [sample(2), sample(1, value=133.0)]})  # fmt: skip
+    r = client.post(
+        "/api/v1/ingest/wearable",
+        headers=bearer(INGEST),
+        json={"samples": [sample(2), sample(1, value=133.0)]},
+    )
     assert r.status_code == 202, r.text
     assert r.json() == {"received": 2, "accepted": 2, "dead_lettered": [], "applied": True}
     assert MRN not in r.text  # the receipt names no identifier
     token = ward.pseudonyms.token_for("patient", MRN)
     twin = client.get(f"/api/v1/patients/{token}", headers=bearer(READER)).json()
     assert twin["vitals"]["heart_rate"]["value"] == 133.0
-    hist = client.get(f"/api/v1/patients/{token}/history", headers=bearer(READER),
-                      params={"signal": "heart_rate"}).json()  # fmt: skip
+    hist = client.get(
+        f"/api/v1/patients/{token}/history", headers=bearer(READER), params={"signal": "heart_rate"}
+    ).json()
     assert [p["value"] for p in hist["points"]] == [131.0, 133.0]
     after = ward.store.accounting()
     assert after.received == before.received + 2
@@ -41,8 +52,11 @@ def test_wearable_sample_round_trip(client: TestClient, ward: Ward) -> None:
 
 
 def test_malformed_body_is_dead_lettered_with_its_id(client: TestClient, ward: Ward) -> None:
-    r = client.post("/api/v1/ingest/wearable", headers=bearer(INGEST),
-                    content=b'{"patient_id": "MRN-1", "value": ', )  # fmt: skip
+    r = client.post(
+        "/api/v1/ingest/wearable",
+        headers=bearer(INGEST),
+        content=b'{"patient_id": "MRN-1", "value": ',
+    )
     assert r.status_code == 422
     body = r.json()["error"]
     assert body["code"] == "dead_lettered"
@@ -53,8 +67,11 @@ def test_malformed_body_is_dead_lettered_with_its_id(client: TestClient, ward: W
     assert stored[dl["dead_letter_id"]].reason == "malformed"
     assert stored[dl["dead_letter_id"]].source == "api:wearable"
     # The same bad body again: the same dead letter, stored once.
-    again = client.post("/api/v1/ingest/wearable", headers=bearer(INGEST),
-                        content=b'{"patient_id": "MRN-1", "value": ')  # fmt: skip
+    again = client.post(
+        "/api/v1/ingest/wearable",
+        headers=bearer(INGEST),
+        content=b'{"patient_id": "MRN-1", "value": ',
+    )
     assert again.json()["error"]["details"][0]["dead_letter_id"] == dl["dead_letter_id"]
     ids = [d.dead_letter_id for d in ward.store.dead_letters(limit=1000)]
     assert ids.count(dl["dead_letter_id"]) == 1
@@ -63,8 +80,11 @@ def test_malformed_body_is_dead_lettered_with_its_id(client: TestClient, ward: W
 
 def test_partly_valid_batch_is_accepted_with_its_rejects(client: TestClient, ward: Ward) -> None:
     bad_unit = sample(3, code="8310-5", value=99.0, unit="degF-ish")
-    r = client.post("/api/v1/ingest/wearable", headers=bearer(INGEST),
-                    json=[sample(4), bad_unit, {"not": "a sample"}])  # fmt: skip
+    r = client.post(
+        "/api/v1/ingest/wearable",
+        headers=bearer(INGEST),
+        json=[sample(4), bad_unit, {"not": "a sample"}],
+    )
     assert r.status_code == 202
     got = r.json()
     assert (got["received"], got["accepted"]) == (3, 1)
@@ -80,26 +100,41 @@ def test_partly_valid_batch_is_accepted_with_its_rejects(client: TestClient, war
 
 def test_fhir_observation_and_bundle_round_trip(client: TestClient, ward: Ward) -> None:
     obs = {
-        "resourceType": "Observation", "id": "lac-api-1", "status": "final",
+        "resourceType": "Observation",
+        "id": "lac-api-1",
+        "status": "final",
         "category": [{"coding": [{"code": "laboratory"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "2524-7"}]},
         "subject": {"reference": "Patient/MRN-FHIR-9", "display": "Jane Doe"},
         "effectiveDateTime": (NOW - timedelta(minutes=30)).isoformat(),
-        "valueQuantity": {"value": 4.1, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
-                          "code": "mmol/L"},
-    }  # fmt: skip
-    r = client.post("/api/v1/ingest/fhir", headers={**bearer(INGEST),
-                    "Content-Type": "application/fhir+json"}, content=json.dumps(obs))  # fmt: skip
+        "valueQuantity": {
+            "value": 4.1,
+            "unit": "mmol/L",
+            "system": "http://unitsofmeasure.org",
+            "code": "mmol/L",
+        },
+    }
+    r = client.post(
+        "/api/v1/ingest/fhir",
+        headers={**bearer(INGEST), "Content-Type": "application/fhir+json"},
+        content=json.dumps(obs),
+    )
     assert r.status_code == 202, r.text
     assert r.json()["accepted"] == 1
     token = ward.pseudonyms.token_for("patient", "MRN-FHIR-9")
     twin = client.get(f"/api/v1/patients/{token}", headers=bearer(READER)).json()
     assert twin["labs"]["lactate"]["value"] == 4.1
     # A Bundle with one invalid entry is one dead item: nothing of it reaches a twin.
-    broken = {**obs, "id": "lac-api-2", "valueQuantity": {"value": 4.0, "unit": "furlongs",
-                                                          "code": "furlongs"}}  # fmt: skip
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": {**obs, "id": "lac-api-3"}}, {"resource": broken}]}  # fmt: skip
+    broken = {
+        **obs,
+        "id": "lac-api-2",
+        "valueQuantity": {"value": 4.0, "unit": "furlongs", "code": "furlongs"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {**obs, "id": "lac-api-3"}}, {"resource": broken}],
+    }
     r = client.post("/api/v1/ingest/fhir", headers=bearer(INGEST), json=bundle)
     assert r.status_code == 422
     [dl] = r.json()["error"]["details"]
@@ -109,8 +144,10 @@ def test_fhir_observation_and_bundle_round_trip(client: TestClient, ward: Ward) 
 
 
 def test_ingestion_needs_the_ingest_role_and_a_body_within_limits(client: TestClient) -> None:
-    assert client.post("/api/v1/ingest/wearable", headers=bearer(READER),
-                       json=sample(1)).status_code == 403  # fmt: skip
+    assert (
+        client.post("/api/v1/ingest/wearable", headers=bearer(READER), json=sample(1)).status_code
+        == 403
+    )
     huge = b'{"samples": [' + b",".join([json.dumps(sample(1)).encode()] * 7000) + b"]}"
     assert len(huge) > 1 << 20
     r = client.post("/api/v1/ingest/wearable", headers=bearer(INGEST), content=huge)

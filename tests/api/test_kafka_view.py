@@ -39,16 +39,19 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def topics(kafka_bootstrap: str) -> Iterator[KafkaSettings]:
-    settings = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"vt-api-{uuid.uuid4().hex}",
-                             partitions=2)  # fmt: skip
+    settings = KafkaSettings(
+        bootstrap=kafka_bootstrap, topic_prefix=f"vt-api-{uuid.uuid4().hex}", partitions=2
+    )
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="vt-api-tests")
     t = settings.topics
     configs = {t.twin_state: {"cleanup.policy": "compact"}, t.alerts: {}, t.effects: {}}
     admin.create_topics(
-        {n: {"num_partitions": 2, "replication_factor": 1, "configs": c}
-         for n, c in configs.items()},
+        {
+            n: {"num_partitions": 2, "replication_factor": 1, "configs": c}
+            for n, c in configs.items()
+        },
         wait_for_metadata=True,
-    )  # fmt: skip
+    )
     try:
         yield settings
     finally:
@@ -69,11 +72,21 @@ def test_api_serves_the_twin_state_topic(topics: KafkaSettings, ward: Ward, tmp_
     _, notes = evaluate(book, states[high], states[high].watermark_ms + 15 * 60_000)
     assert notes
     for note in notes:
-        producer.send(t.alerts, key=high.encode(),
-                      value=json.dumps({"v": 1, **note.model_dump(mode="json")}).encode())  # fmt: skip
-    forecast = {"v": 1, "kind": "forecast", "patient_id": high, "effect_id": "fx_1",
-                "made_at_ms": states[high].watermark_ms, "model": "tft",
-                "risk": {"12": 0.42}, "explanation": [{"feature": "spo2", "weight": 0.3}]}  # fmt: skip
+        producer.send(
+            t.alerts,
+            key=high.encode(),
+            value=json.dumps({"v": 1, **note.model_dump(mode="json")}).encode(),
+        )
+    forecast = {
+        "v": 1,
+        "kind": "forecast",
+        "patient_id": high,
+        "effect_id": "fx_1",
+        "made_at_ms": states[high].watermark_ms,
+        "model": "tft",
+        "risk": {"12": 0.42},
+        "explanation": [{"feature": "spo2", "weight": 0.3}],
+    }
     producer.send(t.effects, key=high.encode(), value=json.dumps(forecast).encode())
     producer.flush()
 
@@ -91,14 +104,19 @@ def test_api_serves_the_twin_state_topic(topics: KafkaSettings, ward: Ward, tmp_
             assert kafka_order == embedded_order
             twin = client.get(f"/api/v1/patients/{high}", headers=bearer(READER)).json()
             assert twin["news2_total"] == states[high].news2_total
-            assert twin["forecast"]["risk"] == [{"horizon_h": 12.0, "probability": 0.42,
-                                                 "lower": None, "upper": None}]  # fmt: skip
-            hist = client.get(f"/api/v1/patients/{high}/history", headers=bearer(READER),
-                              params={"signal": "heart_rate"}).json()  # fmt: skip
+            assert twin["forecast"]["risk"] == [
+                {"horizon_h": 12.0, "probability": 0.42, "lower": None, "upper": None}
+            ]
+            hist = client.get(
+                f"/api/v1/patients/{high}/history",
+                headers=bearer(READER),
+                params={"signal": "heart_rate"},
+            ).json()
             assert hist["binned"]
             assert hist["points"]
-            listed = client.get("/api/v1/alerts", headers=bearer(READER),
-                                params={"patient_id": high}).json()  # fmt: skip
+            listed = client.get(
+                "/api/v1/alerts", headers=bearer(READER), params={"patient_id": high}
+            ).json()
             assert {a["rule"] for a in listed["items"]} == {n.rule for n in notes}
             alert_id = listed["items"][0]["alert_id"]
             r = client.post(f"/api/v1/alerts/{alert_id}/acknowledge", headers=bearer(CLINICIAN))
@@ -109,8 +127,7 @@ def test_api_serves_the_twin_state_topic(topics: KafkaSettings, ward: Ward, tmp_
             producer.send(t.twin_state, key=high.encode(), value=None)
             producer.flush()
             deadline = time.monotonic() + 15
-            while client.get(f"/api/v1/patients/{high}",
-                             headers=bearer(READER)).status_code != 404:  # fmt: skip
+            while client.get(f"/api/v1/patients/{high}", headers=bearer(READER)).status_code != 404:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             assert client.get("/healthz").json() == {"status": "ok"}

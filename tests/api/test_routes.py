@@ -64,14 +64,25 @@ def test_forecast_risk_breaks_ties_and_renders(ward: Ward) -> None:
 
 
 def test_forecast_records_of_other_shapes() -> None:
-    fc = forecast_from_record({
-        "made_at_ms": 1000, "model": "tft",
-        "risk": [{"horizon_h": 12, "probability": 0.4, "lower": 0.3, "upper": 0.5},
-                 {"horizon_h": 4, "probability": 2.0}],
-        "quantiles": [{"signal": "spo2", "points": [
-            {"t_ms": 1000 + 900_000, "quantiles": {"0.02": 88, "0.5": 92, "0.98": 96}}]}],
-        "explanation": [{"feature": "spo2", "weight": "0.4"}, {"weight": 1}],
-    })  # fmt: skip
+    fc = forecast_from_record(
+        {
+            "made_at_ms": 1000,
+            "model": "tft",
+            "risk": [
+                {"horizon_h": 12, "probability": 0.4, "lower": 0.3, "upper": 0.5},
+                {"horizon_h": 4, "probability": 2.0},
+            ],
+            "quantiles": [
+                {
+                    "signal": "spo2",
+                    "points": [
+                        {"t_ms": 1000 + 900_000, "quantiles": {"0.02": 88, "0.5": 92, "0.98": 96}}
+                    ],
+                }
+            ],
+            "explanation": [{"feature": "spo2", "weight": "0.4"}, {"weight": 1}],
+        }
+    )
     assert fc is not None
     assert [(r.horizon_h, r.probability) for r in fc.risk] == [(12, 0.4)]  # 2.0 is no probability
     assert fc.quantiles[0].points[0].horizon_min == 15
@@ -89,8 +100,14 @@ def test_twin_and_history(client: TestClient, ward: Ward) -> None:
     assert [m["medication"] for m in twin["medications"]] == ["antibiotic"]
     assert {a["status"] for a in twin["alerts"]} <= {"firing", "acknowledged"}
     start = int((T0 + timedelta(minutes=10)).timestamp() * 1000)
-    hist = get(client, f"/patients/{pid}/history", signal="heart_rate", start_ms=start,
-               end_ms=start + 10 * 60_000, limit=4)  # fmt: skip
+    hist = get(
+        client,
+        f"/patients/{pid}/history",
+        signal="heart_rate",
+        start_ms=start,
+        end_ms=start + 10 * 60_000,
+        limit=4,
+    )
     assert hist["total"] == 10
     assert len(hist["points"]) == 4
     assert not hist["binned"]
@@ -99,11 +116,18 @@ def test_twin_and_history(client: TestClient, ward: Ward) -> None:
     missing = client.get("/api/v1/patients/pt-nobody", headers=bearer(READER))
     assert missing.status_code == 404
     assert missing.json() == {"error": {"code": "not_found", "message": "no such patient"}}
-    bad = client.get(f"/api/v1/patients/{pid}/history", headers=bearer(READER),
-                     params={"signal": "heart_rate", "start_ms": 10, "end_ms": 5})  # fmt: skip
+    bad = client.get(
+        f"/api/v1/patients/{pid}/history",
+        headers=bearer(READER),
+        params={"signal": "heart_rate", "start_ms": 10, "end_ms": 5},
+    )
     assert bad.status_code == 422
-    assert client.get(f"/api/v1/patients/{pid}/history", headers=bearer(READER),
-                      params={"signal": "mood"}).status_code == 422  # fmt: skip
+    assert (
+        client.get(
+            f"/api/v1/patients/{pid}/history", headers=bearer(READER), params={"signal": "mood"}
+        ).status_code
+        == 422
+    )
 
 
 def test_acknowledge_annotate_silence(client: TestClient, ward: Ward) -> None:
@@ -119,10 +143,13 @@ def test_acknowledge_annotate_silence(client: TestClient, ward: Ward) -> None:
     again = client.post(path + "/acknowledge", headers=bearer(CLINICIAN))
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "conflict"
-    assert client.post(path + "/annotate", headers=bearer(CLINICIAN),
-                       json={"label": "true_alarm"}).status_code == 202  # fmt: skip
-    assert client.post(path + "/annotate", headers=bearer(CLINICIAN),
-                       json={}).status_code == 422  # fmt: skip
+    assert (
+        client.post(
+            path + "/annotate", headers=bearer(CLINICIAN), json={"label": "true_alarm"}
+        ).status_code
+        == 202
+    )
+    assert client.post(path + "/annotate", headers=bearer(CLINICIAN), json={}).status_code == 422
     assert client.post(path + "/unacknowledge", headers=bearer(CLINICIAN)).status_code == 202
     audit = ward.alerts.audit_log(alert["alert_id"])
     assert sorted((a["action"], a["by"], a["outcome"]) for a in audit) == [
@@ -134,14 +161,25 @@ def test_acknowledge_annotate_silence(client: TestClient, ward: Ward) -> None:
     ward.runtime(WardSource(1, first_minute=MINUTES, name="after")).run()
     assert {a["outcome"] for a in ward.alerts.audit_log(alert["alert_id"])} == {"applied"}
     pid = alert["patient_id"]
-    r = client.post(f"/api/v1/patients/{pid}/silences", headers=bearer(CLINICIAN),
-                    json={"minutes": 30, "reason": "family visit", "rule": "qsofa"})  # fmt: skip
+    r = client.post(
+        f"/api/v1/patients/{pid}/silences",
+        headers=bearer(CLINICIAN),
+        json={"minutes": 30, "reason": "family visit", "rule": "qsofa"},
+    )
     assert r.status_code == 202
     assert r.json()["action"] == "silence"
-    assert client.post("/api/v1/patients/pt-nobody/silences", headers=bearer(CLINICIAN),
-                       json={"minutes": 30, "reason": "x"}).status_code == 404  # fmt: skip
-    assert client.post("/api/v1/alerts/al_missing/acknowledge",
-                       headers=bearer(CLINICIAN)).status_code == 404  # fmt: skip
+    assert (
+        client.post(
+            "/api/v1/patients/pt-nobody/silences",
+            headers=bearer(CLINICIAN),
+            json={"minutes": 30, "reason": "x"},
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post("/api/v1/alerts/al_missing/acknowledge", headers=bearer(CLINICIAN)).status_code
+        == 404
+    )
 
 
 def test_alert_pagination(client: TestClient) -> None:
@@ -162,21 +200,33 @@ def test_error_bodies_and_headers(client: TestClient) -> None:
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["x-content-type-options"] == "nosniff"
     assert "script-src 'self'" in r.headers["content-security-policy"]
-    r = client.post("/api/v1/alerts/x/acknowledge", headers=bearer(CLINICIAN),
-                    content=b"{", )  # fmt: skip
+    r = client.post(
+        "/api/v1/alerts/x/acknowledge",
+        headers=bearer(CLINICIAN),
+        content=b"{",
+    )
     assert r.status_code in (404, 422)
     assert "error" in r.json()
 
 
-def test_logs_name_no_token_and_no_patient(client: TestClient, ward: Ward,
-                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_logs_name_no_token_and_no_patient(
+    client: TestClient, ward: Ward, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     pid = ward.token("MRN-1003")
     client.get(f"/api/v1/patients/{pid}", headers=bearer(READER))
     client.get("/api/v1/patients", headers=bearer("Bearer wrong-token-123456789"))
-    client.post("/api/v1/ingest/wearable", headers=bearer(INGEST),
-                json={"patient_id": "MRN-SECRET-1", "observed_at": NOW.isoformat(),
-                      "code": "8867-4", "value": 80, "unit": "/min"})  # fmt: skip
+    client.post(
+        "/api/v1/ingest/wearable",
+        headers=bearer(INGEST),
+        json={
+            "patient_id": "MRN-SECRET-1",
+            "observed_at": NOW.isoformat(),
+            "code": "8867-4",
+            "value": 80,
+            "unit": "/min",
+        },
+    )
     # The server's records (the test client's own request log is not the server's business).
     text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
     assert "/api/v1/patients/{patient_id}" in text  # the route template is logged
@@ -185,16 +235,28 @@ def test_logs_name_no_token_and_no_patient(client: TestClient, ward: Ward,
 
 
 def test_metrics(client: TestClient) -> None:
-    client.post("/api/v1/ingest/wearable", headers=bearer(INGEST),
-                json={"patient_id": "MRN-M", "observed_at": NOW.isoformat(), "code": "0000-0",
-                      "value": 1, "unit": "/min"})  # fmt: skip
+    client.post(
+        "/api/v1/ingest/wearable",
+        headers=bearer(INGEST),
+        json={
+            "patient_id": "MRN-M",
+            "observed_at": NOW.isoformat(),
+            "code": "0000-0",
+            "value": 1,
+            "unit": "/min",
+        },
+    )
     r = client.get("/metrics", headers=bearer(READER))
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    for name in ("vitaltwin_events_total", "vitaltwin_dead_letters_total",
-                 "vitaltwin_api_requests_total", "vitaltwin_event_to_effect_seconds_bucket",
-                 "vitaltwin_batch_seconds_bucket"):  # fmt: skip
+    for name in (
+        "vitaltwin_events_total",
+        "vitaltwin_dead_letters_total",
+        "vitaltwin_api_requests_total",
+        "vitaltwin_event_to_effect_seconds_bucket",
+        "vitaltwin_batch_seconds_bucket",
+    ):
         assert name in text, name
     assert 'vitaltwin_dead_letters_total{reason="unknown_code"}' in text
     assert "pt-" not in text
@@ -210,15 +272,18 @@ def test_event_stream_pushes_changed_tiles_and_alerts(ward: Ward) -> None:
     server = start_in_thread(build_app(ward, hub=hub))
     got: list[tuple[str, dict]] = []
     try:
-        with httpx.stream("GET", server.url + "/api/v1/stream", headers=bearer(READER),
-                          timeout=10) as resp:  # fmt: skip
+        with httpx.stream(
+            "GET", server.url + "/api/v1/stream", headers=bearer(READER), timeout=10
+        ) as resp:
             assert resp.status_code == 200
             assert resp.headers["content-type"].startswith("text/event-stream")
             lines = resp.iter_lines()
             event = None
             runner = threading.Thread(
-                target=ward.runtime(WardSource(2, first_minute=MINUTES, name="sse"),
-                                    hooks=[hub.publish]).run)  # fmt: skip
+                target=ward.runtime(
+                    WardSource(2, first_minute=MINUTES, name="sse"), hooks=[hub.publish]
+                ).run
+            )
             started = False
             for line in lines:
                 if line.startswith("event:"):
@@ -264,8 +329,13 @@ def test_runtime_inbox_validates_now_and_hands_records_to_the_runtime(ward: Ward
     inbox = RuntimeInbox(Ingress(Pseudonymiser(ward.pseudonyms)), lambda: NOW)
     app = build_app(ward, ingestor=inbox)
     with TestClient(app) as client:
-        ok = {"patient_id": "MRN-INBOX", "observed_at": NOW.isoformat(), "code": "8867-4",
-              "value": 90, "unit": "/min"}  # fmt: skip
+        ok = {
+            "patient_id": "MRN-INBOX",
+            "observed_at": NOW.isoformat(),
+            "code": "8867-4",
+            "value": 90,
+            "unit": "/min",
+        }
         r = client.post("/api/v1/ingest/wearable", headers=bearer(INGEST), json=ok)
         assert r.status_code == 202
         assert r.json()["applied"] is False
@@ -307,8 +377,13 @@ def test_kafka_ingestor_sends_accepted_items_and_dead_letters_the_rest(tmp_path:
     producer = FakeProducer()
     pseudonymiser = Pseudonymiser(PseudonymStore(tmp_path / "p.db"))
     ingestor = KafkaIngestor(producer, Ingress(pseudonymiser), lambda: NOW)
-    good = {"patient_id": "MRN-K", "observed_at": NOW.isoformat(), "code": "8867-4",
-            "value": 90, "unit": "/min"}  # fmt: skip
+    good = {
+        "patient_id": "MRN-K",
+        "observed_at": NOW.isoformat(),
+        "code": "8867-4",
+        "value": 90,
+        "unit": "/min",
+    }
     receipt = ingestor.ingest(SourceKind.WEARABLE, json.dumps([good, {"x": 1}, good]).encode())
     assert (receipt.received, receipt.accepted, receipt.applied) == (3, 2, False)
     assert [item for _, item in producer.sent] == [good, good]
@@ -318,8 +393,10 @@ def test_kafka_ingestor_sends_accepted_items_and_dead_letters_the_rest(tmp_path:
 
 def test_body_limit_is_configurable(ward: Ward) -> None:
     with TestClient(build_app(ward, max_body_bytes=100)) as client:
-        r = client.post("/api/v1/alerts/x/annotate", headers=bearer(CLINICIAN),
-                        json={"note": "x" * 200})  # fmt: skip
+        r = client.post(
+            "/api/v1/alerts/x/annotate", headers=bearer(CLINICIAN), json={"note": "x" * 200}
+        )
         assert r.status_code == 413
-        assert r.json() == {"error": {"code": "payload_too_large",
-                                      "message": "request body exceeds 100 bytes"}}  # fmt: skip
+        assert r.json() == {
+            "error": {"code": "payload_too_large", "message": "request body exceeds 100 bytes"}
+        }

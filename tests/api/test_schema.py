@@ -28,8 +28,12 @@ fill(_WARD, 20)
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", build_app(_WARD))
 # The event stream never ends by itself: it is tested on a live server in test_routes.py.
 schema = schema.exclude(path="/api/v1/stream")
-CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance)  # fmt: skip
+CHECKS = (
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+)
 
 
 _CLIENT = TestClient(build_app(_WARD), raise_server_exceptions=False)

@@ -56,9 +56,15 @@ def test_serves_an_embedded_store(tmp_path: Path) -> None:
     ward.close()
     port = free_port()
     args = [
-        "--db", str(tmp_path / "vitaltwin.db"), "--alerts-db", str(tmp_path / "alerts.db"),
-        "--pseudonyms", str(tmp_path / "pseudonyms.db"), "--port", str(port),
-    ]  # fmt: skip
+        "--db",
+        str(tmp_path / "vitaltwin.db"),
+        "--alerts-db",
+        str(tmp_path / "alerts.db"),
+        "--pseudonyms",
+        str(tmp_path / "pseudonyms.db"),
+        "--port",
+        str(port),
+    ]
     script = (
         "import argparse, sys\n"
         "from streams.commands import serve\n"
@@ -66,8 +72,13 @@ def test_serves_an_embedded_store(tmp_path: Path) -> None:
         f"sys.exit(serve.run(p.parse_args(['serve', *{args!r}])))\n"
     )
     env = {**os.environ, "VITALTWIN_API_TOKENS": f"{READER}:reader"}
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20

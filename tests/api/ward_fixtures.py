@@ -83,39 +83,74 @@ PATIENTS: dict[str, Callable[[int], dict[str, float]]] = {
 
 
 def _lab(mrn: str, code: str, value: float, unit: str) -> dict[str, Any]:
-    return {"type": "lab", "patient_id": mrn, "code": code, "value": value, "unit": unit,
-            "source": "lis"}  # fmt: skip
+    return {
+        "type": "lab",
+        "patient_id": mrn,
+        "code": code,
+        "value": value,
+        "unit": unit,
+        "source": "lis",
+    }
 
 
 def _antibiotic(mrn: str) -> dict[str, Any]:
-    return {"type": "medication", "patient_id": mrn, "medication": "antibiotic",
-            "action": "administered", "code": "J01CR05", "source": "emar"}  # fmt: skip
+    return {
+        "type": "medication",
+        "patient_id": mrn,
+        "medication": "antibiotic",
+        "action": "administered",
+        "code": "J01CR05",
+        "source": "emar",
+    }
 
 
 # Labs and medication on the timeline: (patient, minute) -> extra items of that minute.
 EXTRAS: dict[tuple[str, int], list[dict[str, Any]]] = {
-    ("MRN-1004", 12): [_lab("MRN-1004", "2524-7", 3.8, "mmol/L"),
-                       _lab("MRN-1004", "1988-5", 142.0, "mg/L")],
+    ("MRN-1004", 12): [
+        _lab("MRN-1004", "2524-7", 3.8, "mmol/L"),
+        _lab("MRN-1004", "1988-5", 142.0, "mg/L"),
+    ],
     ("MRN-1004", 20): [_antibiotic("MRN-1004")],
     ("MRN-1004", 70): [_lab("MRN-1004", "2524-7", 2.9, "mmol/L")],
     ("MRN-1003", 35): [_lab("MRN-1003", "2524-7", 2.4, "mmol/L")],
     ("MRN-1003", 50): [_antibiotic("MRN-1003")],
-}  # fmt: skip
+}
 
 
 def minute_record(mrn: str, minute: int, start: datetime = T0) -> dict[str, Any]:
     at = start + timedelta(minutes=minute)
     values = PATIENTS[mrn](minute)
     samples: list[dict[str, Any]] = [
-        {"patient_id": mrn, "device_id": f"SN-{mrn[-4:]}", "observed_at": at.isoformat(),
-         "code": CODES[k][0], "value": round(v, 1), "unit": CODES[k][1], "source": "watch"}
+        {
+            "patient_id": mrn,
+            "device_id": f"SN-{mrn[-4:]}",
+            "observed_at": at.isoformat(),
+            "code": CODES[k][0],
+            "value": round(v, 1),
+            "unit": CODES[k][1],
+            "source": "watch",
+        }
         for k, v in values.items()
-    ]  # fmt: skip
+    ]
     if minute % 30 == 0:  # the charted observation set: consciousness and room air
-        samples.append({"type": "consciousness", "patient_id": mrn, "observed_at": at.isoformat(),
-                        "level": "A", "source": "chart"})  # fmt: skip
-        samples.append({"type": "oxygen", "patient_id": mrn, "observed_at": at.isoformat(),
-                        "on": False, "source": "chart"})  # fmt: skip
+        samples.append(
+            {
+                "type": "consciousness",
+                "patient_id": mrn,
+                "observed_at": at.isoformat(),
+                "level": "A",
+                "source": "chart",
+            }
+        )
+        samples.append(
+            {
+                "type": "oxygen",
+                "patient_id": mrn,
+                "observed_at": at.isoformat(),
+                "on": False,
+                "source": "chart",
+            }
+        )
     for extra in EXTRAS.get((mrn, minute), []):
         samples.append({**extra, "observed_at": at.isoformat()})
     return {"samples": samples}
@@ -139,8 +174,16 @@ class WardSource:
                 if n <= skip:
                     continue
                 at = self.start + timedelta(minutes=minute, seconds=5)
-                yield str(n), Record(SourceKind.WEARABLE, minute_record(mrn, minute, self.start),
-                                     at, source=self.name, position=str(n))  # fmt: skip
+                yield (
+                    str(n),
+                    Record(
+                        SourceKind.WEARABLE,
+                        minute_record(mrn, minute, self.start),
+                        at,
+                        source=self.name,
+                        position=str(n),
+                    ),
+                )
 
 
 @dataclass
@@ -154,14 +197,24 @@ class Ward:
     def token(self, mrn: str) -> str:
         return self.pseudonyms.token_for("patient", mrn)
 
-    def runtime(self, source: Any, *, speed: float = 0.0, hooks: list[Any] | None = None,
-                batch_size: int = len(PATIENTS)) -> EmbeddedRuntime:  # fmt: skip
+    def runtime(
+        self,
+        source: Any,
+        *,
+        speed: float = 0.0,
+        hooks: list[Any] | None = None,
+        batch_size: int = len(PATIENTS),
+    ) -> EmbeddedRuntime:
         # One simulated minute per batch by default: the alert stage evaluates every minute,
         # as it would with a live feed, so pending alerts get to fire.
         return EmbeddedRuntime(
-            self.pipeline, self.store, source, on_batch=[self.stage.on_batch, *(hooks or [])],
-            speed=speed, batch_size=batch_size,
-        )  # fmt: skip
+            self.pipeline,
+            self.store,
+            source,
+            on_batch=[self.stage.on_batch, *(hooks or [])],
+            speed=speed,
+            batch_size=batch_size,
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -194,23 +247,37 @@ def stub_forecasts(store: SqliteStore) -> Callable[[str], dict[str, Any] | None]
         risk = {h: round(min(base * (0.5 + h / 16), 0.97), 3) for h in (1, 4, 8, 12, 24)}
         quantiles: dict[str, list[dict[str, Any]]] = {}
         for signal, reading in st.latest.items():
-            if signal.value not in ("heart_rate", "respiratory_rate", "spo2", "systolic_bp",
-                                    "temperature"):  # fmt: skip
+            if signal.value not in (
+                "heart_rate",
+                "respiratory_rate",
+                "spo2",
+                "systolic_bp",
+                "temperature",
+            ):
                 continue
             value, scale = reading[2], {"temperature": 0.15, "spo2": 0.8}.get(signal.value, 2.0)
             quantiles[signal.value] = [
-                {"horizon_min": m, "p10": value - 1.3 * scale * (m / 30) ** 0.5,
-                 "p25": value - 0.7 * scale * (m / 30) ** 0.5, "p50": value,
-                 "p75": value + 0.7 * scale * (m / 30) ** 0.5,
-                 "p90": value + 1.3 * scale * (m / 30) ** 0.5}
+                {
+                    "horizon_min": m,
+                    "p10": value - 1.3 * scale * (m / 30) ** 0.5,
+                    "p25": value - 0.7 * scale * (m / 30) ** 0.5,
+                    "p50": value,
+                    "p75": value + 0.7 * scale * (m / 30) ** 0.5,
+                    "p90": value + 1.3 * scale * (m / 30) ** 0.5,
+                }
                 for m in range(15, 121, 15)
-            ]  # fmt: skip
+            ]
         drivers = sorted(st.news2_points.items(), key=lambda kv: -kv[1])[:5]
         return {
-            "made_at_ms": st.watermark_ms, "model": "test-stub", "outcome": "deterioration",
-            "risk": risk, "quantiles": quantiles,
-            "explanation": [{"feature": k, "weight": round(0.1 + 0.2 * v, 2),
-                             "detail": f"NEWS2 points {v}"} for k, v in drivers],
-        }  # fmt: skip
+            "made_at_ms": st.watermark_ms,
+            "model": "test-stub",
+            "outcome": "deterioration",
+            "risk": risk,
+            "quantiles": quantiles,
+            "explanation": [
+                {"feature": k, "weight": round(0.1 + 0.2 * v, 2), "detail": f"NEWS2 points {v}"}
+                for k, v in drivers
+            ],
+        }
 
     return lookup

@@ -89,8 +89,11 @@ def test_dashboard_structure(name: str) -> None:
         assert pos["h"] > 0
         assert pos["x"] >= 0
         assert pos["x"] + pos["w"] <= 24
-        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"])
-                for y in range(pos["y"], pos["y"] + pos["h"])}  # fmt: skip
+        mine = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not mine & cells, f"panel {panel['title']!r} overlaps another"
         cells |= mine
         if panel["type"] == "row":
@@ -138,8 +141,9 @@ def test_the_analyser_sees_filters() -> None:
 
 
 def test_patient_detail_has_a_patient_token_variable() -> None:
-    var = next(v for v in DASHBOARDS["patient-detail"]["templating"]["list"]
-               if v["name"] == "patient")  # fmt: skip
+    var = next(
+        v for v in DASHBOARDS["patient-detail"]["templating"]["list"] if v["name"] == "patient"
+    )
     assert var["type"] == "query"
     assert var["datasource"]["uid"] == DATASOURCE_UID
     assert '"patient"' in var["query"]
@@ -147,10 +151,19 @@ def test_patient_detail_has_a_patient_token_variable() -> None:
 
 
 def test_pipeline_health_covers_the_operations_signals() -> None:
-    used = {(m, f) for _, q in queries(DASHBOARDS["pipeline-health"])
-            for m in analyse(q)["measurements"] for f in analyse(q)["fields"]}  # fmt: skip
-    for needed in [("pipeline", "events"), ("pipeline", "lag_ms"), ("dead_letters", "count"),
-                   ("webhooks", "count"), ("pipeline", "forecast_ms")]:  # fmt: skip
+    used = {
+        (m, f)
+        for _, q in queries(DASHBOARDS["pipeline-health"])
+        for m in analyse(q)["measurements"]
+        for f in analyse(q)["fields"]
+    }
+    for needed in [
+        ("pipeline", "events"),
+        ("pipeline", "lag_ms"),
+        ("dead_letters", "count"),
+        ("webhooks", "count"),
+        ("pipeline", "forecast_ms"),
+    ]:
         assert needed in used, needed
 
 

@@ -47,8 +47,12 @@ class Handler(BaseHTTPRequestHandler):
     def _record(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        entry = {"method": self.command, "path": self.path, "body": body,
-                 "auth": self.headers.get("Authorization")}  # fmt: skip
+        entry = {
+            "method": self.command,
+            "path": self.path,
+            "body": body,
+            "auth": self.headers.get("Authorization"),
+        }
         self.server.requests.append(entry)
         return entry
 
@@ -141,8 +145,11 @@ def test_push_creates_then_updates_the_datasource(
     body = created[0]["body"]
     assert body["uid"] == DATASOURCE_UID
     assert body["type"] == "influxdb"
-    assert body["jsonData"] == {"version": "Flux", "organization": "vitaltwin",
-                                "defaultBucket": "vitaltwin"}  # fmt: skip
+    assert body["jsonData"] == {
+        "version": "Flux",
+        "organization": "vitaltwin",
+        "defaultBucket": "vitaltwin",
+    }
     assert body["secureJsonData"] == {"token": "influx-secret"}
     grafana.requests.clear()
     assert run_cli(*argv) == 0

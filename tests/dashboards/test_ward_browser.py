@@ -30,9 +30,15 @@ README_IMAGE = REPO / "docs" / "img" / "ward.png"  # refreshed with VITALTWIN_UP
 CLINICIAN = "clinician-token-browser-0001"
 CHROMIUM = os.environ.get("VITALTWIN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WARMUP_MINUTES = 40
 LIVE_MINUTES = 120
 SPEED = 90.0  # simulated seconds per wall second: a new minute every ~0.7 s
@@ -52,8 +58,9 @@ def live_ward(tmp_path: Path) -> Iterator[tuple[Ward, str]]:
     server = start_in_thread(create_app(view, auth=auth, alerts=ward.alerts, hub=hub))
     runtime = ward.runtime(
         WardSource(LIVE_MINUTES, first_minute=WARMUP_MINUTES, name="live-ward"),
-        speed=SPEED, hooks=[hub.publish],
-    )  # fmt: skip
+        speed=SPEED,
+        hooks=[hub.publish],
+    )
     thread = threading.Thread(target=runtime.run, name="runtime", daemon=True)
     thread.start()
     try:

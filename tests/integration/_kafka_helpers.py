@@ -252,22 +252,34 @@ class WorkerProcess:
             "PYTHONUNBUFFERED": "1",
         }
         cmd = [
-            sys.executable, "-m", "streams.cli", "worker",
-            "--prefix", self.settings.topic_prefix,
-            "--partitions", str(self.settings.partitions),
-            "--app-id", self.settings.app_id,
-            "--data-dir", str(self.data_dir),
-            "--loglevel", "info",
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--prefix",
+            self.settings.topic_prefix,
+            "--partitions",
+            str(self.settings.partitions),
+            "--app-id",
+            self.settings.app_id,
+            "--data-dir",
+            str(self.data_dir),
+            "--loglevel",
+            "info",
             *self.extra,
-        ]  # fmt: skip
+        ]
         with self.log_path.open("ab") as log:
             log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: kill -9 hits all of it
                 preexec_fn=_die_with_parent,
-            )  # fmt: skip
+            )
         return self
 
     @property

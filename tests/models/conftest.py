@@ -24,8 +24,11 @@ torch.set_num_threads(1)
 
 def pytest_configure(config: pytest.Config) -> None:
     # pytorch-forecasting's own warnings about its internals, not about our code
-    for text in ("The given NumPy array is not writable", "The '.*dataloader' does not have",
-                 "Attribute '.*' is an instance of `nn.Module`"):  # fmt: skip
+    for text in (
+        "The given NumPy array is not writable",
+        "The '.*dataloader' does not have",
+        "Attribute '.*' is an instance of `nn.Module`",
+    ):
         config.addinivalue_line("filterwarnings", f"ignore:{text}")
 
 
@@ -48,9 +51,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory, cohort: Dataset) -> Path:
     """A tiny model trained once for the session; its checkpoint directory."""
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     cfg = training.TrainConfig(
-        epochs=1, batch_size=128, n_boot=4, threads=1, progress=False, stride_steps=2,
+        epochs=1,
+        batch_size=128,
+        n_boot=4,
+        threads=1,
+        progress=False,
+        stride_steps=2,
         net=TINY_NET,
-    )  # fmt: skip
+    )
     training.train(cohort, TINY_SPEC, cfg, out, name="tiny")
     return out
 

@@ -22,8 +22,9 @@ def test_batches_equal_the_default_dataloader(cohort: Dataset, spec: FeatureSpec
     x2, y2 = batches.WindowTensors(w, spec).batch(order)
     torch.testing.assert_close(x2["encoder_cont"], x["encoder_cont"], rtol=0, atol=0)
     known = len(spec.static_reals) + len(spec.known_reals) + 1  # decoder: unknowns unused
-    torch.testing.assert_close(x2["decoder_cont"][..., :known], x["decoder_cont"][..., :known],
-                               rtol=0, atol=0)  # fmt: skip
+    torch.testing.assert_close(
+        x2["decoder_cont"][..., :known], x["decoder_cont"][..., :known], rtol=0, atol=0
+    )
     for a, b in zip(x2["target_scale"], x["target_scale"], strict=True):
         torch.testing.assert_close(a, b.to(a.dtype))
     torch.testing.assert_close(y2[1], y[1])

@@ -16,8 +16,9 @@ from models.features import FeatureSpec
 from models.schema import Dataset
 
 
-def test_round_trip_gives_identical_forecasts(trained: Path, cohort: Dataset,
-                                               spec: FeatureSpec) -> None:  # fmt: skip
+def test_round_trip_gives_identical_forecasts(
+    trained: Path, cohort: Dataset, spec: FeatureSpec
+) -> None:
     model, ckpt = registry.load(trained, spec)
     meta = ckpt.metadata
     assert meta["spec_hash"] == spec.hash()
@@ -25,8 +26,9 @@ def test_round_trip_gives_identical_forecasts(trained: Path, cohort: Dataset,
     assert {"torch", "pytorch-forecasting", "numpy"} <= set(meta["versions"])
     assert "val_loss" in meta["metrics"]
     assert meta["training"]["seed"] == 7
-    inputs = fastpath.ModelInputs.from_windows(dataset.build_windows(cohort, spec).take(
-        np.arange(40)))  # fmt: skip
+    inputs = fastpath.ModelInputs.from_windows(
+        dataset.build_windows(cohort, spec).take(np.arange(40))
+    )
     again, _ = registry.load(trained)
     a = fastpath.TorchRunner(model, spec)(*fastpath.model_x(inputs, spec))[0]
     b = fastpath.TorchRunner(again, spec)(*fastpath.model_x(inputs, spec))[0]

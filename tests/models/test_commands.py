@@ -24,9 +24,24 @@ def test_train_then_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     data = synthetic.cohort(patients=12, days=1.2, seed=4).save(tmp_path / "data")
     out = tmp_path / "model"
     args = _parser().parse_args(
-        ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "8",
-         "--heads", "1", "--stride", "4", "--no-progress", "--no-onnx"]
-    )  # fmt: skip
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--heads",
+            "1",
+            "--stride",
+            "4",
+            "--no-progress",
+            "--no-onnx",
+        ]
+    )
     assert args.func(args) == 0
     captured = capsys.readouterr().out
     summary = json.loads(captured[captured.index("{") :])

@@ -134,9 +134,11 @@ def test_save_load_and_fingerprint(cohort: schema.Dataset, tmp_path) -> None:
     back = schema.load_dataset(tmp_path)
     assert back.fingerprint() == cohort.fingerprint()
     shuffled = schema.Dataset(
-        cohort.samples.sample(frac=1.0, random_state=1), cohort.static, cohort.treatments,
+        cohort.samples.sample(frac=1.0, random_state=1),
+        cohort.static,
+        cohort.treatments,
         cohort.labels,
-    )  # fmt: skip
+    )
     assert shuffled.fingerprint() == cohort.fingerprint()
     changed = cohort.samples.copy()
     changed.loc[changed.index[5], "value"] += 1

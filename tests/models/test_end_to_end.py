@@ -47,7 +47,11 @@ def test_baselines_follow_the_protocol(cohort: Dataset, spec: FeatureSpec) -> No
     for base in (protocol.PersistenceForecaster(spec), protocol.News2Forecaster(spec)):
         assert isinstance(base.fit(cohort), protocol.ForecasterProtocol)
         out = base.forecast(inputs)
-        assert out.quantiles.shape == (20, len(spec.targets), spec.decoder_steps,
-                                       len(spec.quantiles))  # fmt: skip
+        assert out.quantiles.shape == (
+            20,
+            len(spec.targets),
+            spec.decoder_steps,
+            len(spec.quantiles),
+        )
         assert np.isfinite(out.risk).all()
         assert len(base.explain(out)) == 20

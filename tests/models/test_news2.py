@@ -47,6 +47,10 @@ def test_total_matches_the_twin_and_missing_scores_zero() -> None:
     got = n2.news2_total(**args, on_oxygen=on, not_alert=confused, scale2=scale2)
     for i in range(n):
         kw = {k: (None if np.isnan(v[i]) else float(v[i])) for k, v in args.items()}
-        want = scores.news2(**kw, on_oxygen=bool(on[i]), consciousness=3 if confused[i] else 0,
-                            spo2_scale=2 if scale2[i] else 1).total  # fmt: skip
+        want = scores.news2(
+            **kw,
+            on_oxygen=bool(on[i]),
+            consciousness=3 if confused[i] else 0,
+            spo2_scale=2 if scale2[i] else 1,
+        ).total
         assert got[i] == want

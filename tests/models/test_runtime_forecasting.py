@@ -25,13 +25,24 @@ def _stream(path: Path, patients: int, minutes: int) -> None:
     lines = []
     for m in range(minutes):
         for p in range(patients):
-            for code, value, unit in (("8867-4", 80 + (m + 7 * p) % 15, "/min"),
-                                      ("59408-5", 96, "%"), ("9279-1", 17, "/min")):  # fmt: skip
-                lines.append(json.dumps({
-                    "patient_id": f"MRN-{p}", "device_id": f"dev-{p}", "code": code,
-                    "value": value, "unit": unit, "source": "watch",
-                    "observed_at": (T0 + timedelta(minutes=m)).isoformat(),
-                }))  # fmt: skip
+            for code, value, unit in (
+                ("8867-4", 80 + (m + 7 * p) % 15, "/min"),
+                ("59408-5", 96, "%"),
+                ("9279-1", 17, "/min"),
+            ):
+                lines.append(
+                    json.dumps(
+                        {
+                            "patient_id": f"MRN-{p}",
+                            "device_id": f"dev-{p}",
+                            "code": code,
+                            "value": value,
+                            "unit": unit,
+                            "source": "watch",
+                            "observed_at": (T0 + timedelta(minutes=m)).isoformat(),
+                        }
+                    )
+                )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -49,15 +60,20 @@ def test_forecasts_flow_from_the_runtime(trained: Path, spec: FeatureSpec, tmp_p
     _stream(src, patients=3, minutes=95)
     delivered: list = []
     batcher = ForecastBatcher(
-        Forecaster.load(trained, spec), max_batch=2, max_wait_s=0.5, clock=FakeClock(),
+        Forecaster.load(trained, spec),
+        max_batch=2,
+        max_wait_s=0.5,
+        clock=FakeClock(),
         on_results=lambda results, states: delivered.extend(results),
-    )  # fmt: skip
+    )
     store = SqliteStore(tmp_path / "db.sqlite")
     runtime = EmbeddedRuntime(
-        Pipeline(Ingress(Pseudonymiser(PseudonymStore(tmp_path / "ps.db")))), store,
-        JsonLinesSource(src, lambda: T0 + timedelta(hours=3)), batch_size=200,
+        Pipeline(Ingress(Pseudonymiser(PseudonymStore(tmp_path / "ps.db")))),
+        store,
+        JsonLinesSource(src, lambda: T0 + timedelta(hours=3)),
+        batch_size=200,
         on_batch=[batcher.on_batch],
-    )  # fmt: skip
+    )
     runtime.run()
     delivered.extend(batcher.flush(runtime.states))
     # 95 minutes: slots at 08:15 ... 09:30 for each of 3 patients (a patient due twice before a

@@ -16,9 +16,24 @@ from streams.sqlite_store import SqliteStore
 
 def run_demo(tmp: Path, *extra: str) -> str:
     args = build_parser().parse_args(
-        ["demo", "--patients", "12", "--days", "0.25", "--seed", "3", "--speed", "0",
-         "--dir", str(tmp), "--quiet", "--port", "0", *extra]
-    )  # fmt: skip
+        [
+            "demo",
+            "--patients",
+            "12",
+            "--days",
+            "0.25",
+            "--seed",
+            "3",
+            "--speed",
+            "0",
+            "--dir",
+            str(tmp),
+            "--quiet",
+            "--port",
+            "0",
+            *extra,
+        ]
+    )
     out = io.StringIO()
     assert demo.run(args, out=out) == 0
     return out.getvalue()

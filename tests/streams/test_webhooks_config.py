@@ -33,14 +33,23 @@ def test_single_receiver_from_environment() -> None:
 
 def test_flags_beat_environment_and_file(tmp_path: Path) -> None:
     path = tmp_path / "hooks.json"
-    path.write_text(json.dumps({
-        "external_url": "https://vt.example.org",
-        "receivers": [
-            {"name": "default", "url": "https://old.example.org/", "secrets": [SECRET]},
-            {"name": "ops", "url": "https://ops.example.org/am", "secret_env": "OPS_SECRET",
-             "format": "alertmanager", "rules": ["news2_high"]},
-        ],
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "external_url": "https://vt.example.org",
+                "receivers": [
+                    {"name": "default", "url": "https://old.example.org/", "secrets": [SECRET]},
+                    {
+                        "name": "ops",
+                        "url": "https://ops.example.org/am",
+                        "secret_env": "OPS_SECRET",
+                        "format": "alertmanager",
+                        "rules": ["news2_high"],
+                    },
+                ],
+            }
+        )
+    )
     parser = argparse.ArgumentParser()
     add_webhook_arguments(parser)
     args = parser.parse_args(
@@ -100,15 +109,31 @@ def test_alertmanager_v4_shape() -> None:
     notes = [note("p1", "news2_high"), note("p1", "qsofa", severity="warning", status="resolved")]
     body = alertmanager_body(notes, receiver="ops", external_url="https://vt.example.org")
     assert set(body) == {
-        "version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
-        "commonLabels", "commonAnnotations", "externalURL", "alerts",
-    }  # fmt: skip
+        "version",
+        "groupKey",
+        "truncatedAlerts",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    }
     assert body["version"] == "4"
     assert body["status"] == "firing"
     assert body["groupKey"] == '{}:{patient="p1"}'
     assert body["commonLabels"] == {"patient": "p1", "rule_kind": "news2_band"}
     firing, resolved = body["alerts"]
-    assert set(firing) == {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}  # fmt: skip
+    assert set(firing) == {
+        "status",
+        "labels",
+        "annotations",
+        "startsAt",
+        "endsAt",
+        "generatorURL",
+        "fingerprint",
+    }
     assert firing["endsAt"] == "0001-01-01T00:00:00Z"
     assert resolved["endsAt"].endswith("Z")
     assert firing["labels"]["alertname"] == "news2_high"

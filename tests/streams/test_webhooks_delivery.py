@@ -173,11 +173,20 @@ def test_ssrf_refusal_is_permanent(tmp_path: Path) -> None:
 
 def test_routing_by_severity_rule_and_resolved(tmp_path: Path) -> None:
     receivers = (
-        ReceiverConfig(name="pager", url="https://a.example.org/", secrets=(SecretStr(SECRET),),
-                       min_severity="critical"),
-        ReceiverConfig(name="sepsis", url="https://b.example.org/", secrets=(SecretStr(SECRET),),
-                       rules=("qsofa",), send_resolved=False),
-    )  # fmt: skip
+        ReceiverConfig(
+            name="pager",
+            url="https://a.example.org/",
+            secrets=(SecretStr(SECRET),),
+            min_severity="critical",
+        ),
+        ReceiverConfig(
+            name="sepsis",
+            url="https://b.example.org/",
+            secrets=(SecretStr(SECRET),),
+            rules=("qsofa",),
+            send_resolved=False,
+        ),
+    )
     cfg = config("https://c.example.org/").model_copy(update={"receivers": receivers})
     notes = [
         note("p1", "news2_high", severity="critical"),
@@ -196,8 +205,17 @@ def test_vet_refuses_non_public_addresses() -> None:
     assert vet("https://h.example.org/x", strict, resolver_for("93.184.216.34")).addresses == (
         "93.184.216.34",
     )
-    for bad in ("127.0.0.1", "10.1.2.3", "192.168.0.9", "169.254.169.254", "::1", "fd00::1",
-                "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1"):  # fmt: skip
+    for bad in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.9",
+        "169.254.169.254",
+        "::1",
+        "fd00::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+    ):
         with pytest.raises(SsrfRefused):
             vet("https://h.example.org/", strict, resolver_for(bad))
     with pytest.raises(SsrfRefused):  # one bad address poisons the name

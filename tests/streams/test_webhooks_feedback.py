@@ -74,15 +74,42 @@ def test_cli_requires_who_and_an_existing_alert(
     assert cli(db, "ack", alert) == 2
     assert "--by" in capsys.readouterr().err
     assert cli(db, "ack", "al_unknown", "--by", "x") == 2
-    assert cli(db, "silence", "--patient", "pt-1", "--until", "2026-01-05T10:00:00", "--by", "x",
-               "--reason", "r") == 2  # fmt: skip
+    assert (
+        cli(
+            db,
+            "silence",
+            "--patient",
+            "pt-1",
+            "--until",
+            "2026-01-05T10:00:00",
+            "--by",
+            "x",
+            "--reason",
+            "r",
+        )
+        == 2
+    )
     assert "UTC offset" in capsys.readouterr().err
 
 
 def test_runtime_applies_queued_commands_and_reports_back(fired: tuple[Path, str]) -> None:
     db, alert = fired
     assert cli(db, "ack", alert, "--by", "nurse.a") == 0
-    assert cli(db, "silence", "--patient", "pt-1", "--minutes", "30", "--by", "dr.b", "--reason", "procedure") == 0  # fmt: skip
+    assert (
+        cli(
+            db,
+            "silence",
+            "--patient",
+            "pt-1",
+            "--minutes",
+            "30",
+            "--by",
+            "dr.b",
+            "--reason",
+            "procedure",
+        )
+        == 0
+    )
     store = AlertStore(db)
     book, _ = evaluate(None, twin(8), T0_MS, POLICY)
     records = []

@@ -45,7 +45,11 @@ def receivers() -> Iterator[list[Receiver]]:
         r.stop()
 
 
-def start(receivers: list[Receiver], respond: Callable[[int, Received], tuple[int, dict[str, str]]] | None = None, port: int = 0) -> Receiver:  # fmt: skip
+def start(
+    receivers: list[Receiver],
+    respond: Callable[[int, Received], tuple[int, dict[str, str]]] | None = None,
+    port: int = 0,
+) -> Receiver:
     r = Receiver(respond) if respond is not None else Receiver()
     receivers.append(r.start(port))
     return r
@@ -104,7 +108,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def enqueue_cohort(cfg_url: str, outbox: Outbox, patients: int, per_patient: int) -> dict[str, list[str]]:  # fmt: skip
+def enqueue_cohort(
+    cfg_url: str, outbox: Outbox, patients: int, per_patient: int
+) -> dict[str, list[str]]:
     """Separate batches (one message each), interleaved across patients like a live ward."""
     cfg = config(cfg_url)
     expected: dict[str, list[str]] = {}
@@ -161,7 +167,9 @@ def test_gone_disables_the_endpoint(tmp_path: Path, receivers: list[Receiver]) -
     assert Deliverer(outbox, cfg).run_until_idle(10)
     assert len(r.requests) == 1
     assert outbox.disabled_receivers() == {"r": "endpoint answered 410 Gone"}
-    assert [d.reason for d in outbox.dead_letters()] == ["receiver disabled: endpoint answered 410 Gone"] * 2  # fmt: skip
+    assert [d.reason for d in outbox.dead_letters()] == [
+        "receiver disabled: endpoint answered 410 Gone"
+    ] * 2
 
 
 def test_ssrf_guard_refuses_private_addresses_by_default(
@@ -241,8 +249,15 @@ def test_kill_9_mid_flight_then_restart_delivers_everything(
     expected = enqueue_cohort(r.url, outbox, patients=5, per_patient=4)
     all_ids = [w for ws in expected.values() for w in ws]
 
-    cmd = [sys.executable, "-m", "streams.webhooks.delivery", "--outbox", str(db),
-           "--webhook-config", str(cfg_file)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "streams.webhooks.delivery",
+        "--outbox",
+        str(db),
+        "--webhook-config",
+        str(cfg_file),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:
@@ -254,8 +269,14 @@ def test_kill_9_mid_flight_then_restart_delivers_everything(
             proc.kill()
         release.set()
     assert outbox.counts()["pending"] > 0
-    rerun = subprocess.run([*cmd, "--until-idle", "30"], cwd=ROOT, env=env, timeout=60,
-                           stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+    rerun = subprocess.run(
+        [*cmd, "--until-idle", "30"],
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
     assert rerun.returncode == 0
     assert outbox.counts() == {"pending": 0, "delivered": 20, "dead": 0}
     ids = r.ids()

@@ -118,17 +118,40 @@ def test_policy_round_trips_through_json() -> None:
         {"rules": [{"kind": "news2_band", "name": "a", "threshold": 5, "inhibits": ["zz"]}]},
         {"rules": [{"kind": "news2_band", "name": "a", "threshold": 5, "inhibits": ["a"]}]},
         {"rules": [{"kind": "qsofa", "name": "a", "threshold": 9}]},
-        {"rules": [{"kind": "sustained", "name": "s", "signal": "spo2", "comparator": "<",
-                    "threshold": 90}]},  # no pending_for_s: not sustained
-        {"rules": [{"kind": "sustained", "name": "s", "signal": "heart_rate", "comparator": "<",
-                    "threshold": "spo2_target", "pending_for_s": 60}]},
-        {"rules": [{"kind": "news2_band", "name": "a", "threshold": 5}],
-         "overrides": [{"patient_id": "p", "rules": {"a": {"threshold": 99}}}]},
-        {"rules": [{"kind": "news2_band", "name": "a", "threshold": 5}],
-         "overrides": [{"patient_id": "p", "disable": ["nope"]}]},
+        {
+            "rules": [
+                {
+                    "kind": "sustained",
+                    "name": "s",
+                    "signal": "spo2",
+                    "comparator": "<",
+                    "threshold": 90,
+                }
+            ]
+        },  # no pending_for_s: not sustained
+        {
+            "rules": [
+                {
+                    "kind": "sustained",
+                    "name": "s",
+                    "signal": "heart_rate",
+                    "comparator": "<",
+                    "threshold": "spo2_target",
+                    "pending_for_s": 60,
+                }
+            ]
+        },
+        {
+            "rules": [{"kind": "news2_band", "name": "a", "threshold": 5}],
+            "overrides": [{"patient_id": "p", "rules": {"a": {"threshold": 99}}}],
+        },
+        {
+            "rules": [{"kind": "news2_band", "name": "a", "threshold": 5}],
+            "overrides": [{"patient_id": "p", "disable": ["nope"]}],
+        },
         {"rules": [{"kind": "unknown", "name": "a"}]},
     ],
-)  # fmt: skip
+)
 def test_invalid_policies_are_rejected_with_a_reason(bad: dict[str, object]) -> None:
     with pytest.raises(AlertError, match="invalid alert policy"):
         load_policy(bad)
@@ -227,9 +250,13 @@ def test_silence_mutes_then_lets_a_still_firing_alert_through() -> None:
 
 def test_an_episode_muted_throughout_never_notifies_not_even_resolved() -> None:
     book, _ = silence(
-        AlertBook(patient_id="p1"), rule=None, ends_ms=T0_MS + 60 * MIN, by="a", reason="x",
+        AlertBook(patient_id="p1"),
+        rule=None,
+        ends_ms=T0_MS + 60 * MIN,
+        by="a",
+        reason="x",
         at_ms=T0_MS,
-    )  # fmt: skip
+    )
     _, notes = run([(0, 7), (5, 0), (20, 0)], POLICY, book)
     assert notes == []
 
@@ -295,9 +322,13 @@ def test_forecast_rule_fires_with_the_forecast_explanation_and_expires() -> None
 
 def test_sustained_spo2_below_target_uses_the_patients_scale() -> None:
     rule = SustainedRule(
-        name="low_spo2", signal=Signal.SPO2, comparator="<", threshold="spo2_target",
-        pending_for_s=600, max_gap_s=300,
-    )  # fmt: skip
+        name="low_spo2",
+        signal=Signal.SPO2,
+        comparator="<",
+        threshold="spo2_target",
+        pending_for_s=600,
+        max_gap_s=300,
+    )
     policy = AlertPolicy(rules=(rule,))
 
     def go(scale: int, value: float, pol: AlertPolicy = policy) -> list[Notification]:
@@ -319,9 +350,13 @@ def test_sustained_spo2_below_target_uses_the_patients_scale() -> None:
 
 def test_sustained_rule_needs_fresh_readings() -> None:
     rule = SustainedRule(
-        name="low", signal=Signal.SPO2, comparator="<", threshold=90, pending_for_s=300,
+        name="low",
+        signal=Signal.SPO2,
+        comparator="<",
+        threshold=90,
+        pending_for_s=300,
         max_gap_s=120,
-    )  # fmt: skip
+    )
     policy = AlertPolicy(rules=(rule,))
     book = None
     for m in range(0, 10):
@@ -333,9 +368,14 @@ def test_sustained_rule_needs_fresh_readings() -> None:
 def test_rules_against_a_real_twin() -> None:
     def sample(sig: Signal, value: float, minute: int) -> VitalSample:
         return VitalSample(
-            patient_id="p9", observed_at=T0 + timedelta(minutes=minute), code=SIGNAL_TO_LOINC[sig],
-            value=value, unit=SIGNALS[sig].unit, device_id="d", source="test",
-        )  # fmt: skip
+            patient_id="p9",
+            observed_at=T0 + timedelta(minutes=minute),
+            code=SIGNAL_TO_LOINC[sig],
+            value=value,
+            unit=SIGNALS[sig].unit,
+            device_id="d",
+            source="test",
+        )
 
     st: TwinState | None = None
     book: AlertBook | None = None
@@ -397,15 +437,20 @@ def test_command_validation() -> None:
     with pytest.raises(ValueError, match="why"):
         AlertCommand(action="silence", patient_id="p", by="n", at_ms=0, ends_ms=10)
     with pytest.raises(ValueError, match="7 days"):
-        AlertCommand(action="silence", patient_id="p", by="n", at_ms=0, ends_ms=8 * 86_400_000,
-                     note="x")  # fmt: skip
+        AlertCommand(
+            action="silence", patient_id="p", by="n", at_ms=0, ends_ms=8 * 86_400_000, note="x"
+        )
 
 
 def test_unsilence_removes_a_silence() -> None:
     book, _ = silence(
-        AlertBook(patient_id="p1"), rule=None, ends_ms=T0_MS + 60 * MIN, by="a", reason="x",
+        AlertBook(patient_id="p1"),
+        rule=None,
+        ends_ms=T0_MS + 60 * MIN,
+        by="a",
+        reason="x",
         at_ms=T0_MS,
-    )  # fmt: skip
+    )
     sid = book.silences[0].silence_id
     cmd = AlertCommand(action="unsilence", patient_id="p1", silence_id=sid, by="a", at_ms=T0_MS)
     book, audit = apply_command(book, cmd)
@@ -439,9 +484,13 @@ def test_book_size_is_bounded() -> None:
         start = episode * 30
         book, _ = run([(start, 7), (start + 1, 0), (start + 12, 0)], POLICY, book)
         book, _ = silence(
-            book, rule=None, ends_ms=T0_MS + (start + 10_000) * MIN, by="a", reason="r",
+            book,
+            rule=None,
+            ends_ms=T0_MS + (start + 10_000) * MIN,
+            by="a",
+            reason="r",
             at_ms=T0_MS + start * MIN,
-        )  # fmt: skip
+        )
     assert book is not None
     assert len(book.history) == HISTORY_LIMIT
     assert len(book.silences) == SILENCE_LIMIT

@@ -34,16 +34,24 @@ MIN = 60_000
 POLICY = AlertPolicy(
     rules=(
         News2BandRule(
-            name="high", threshold=7, pending_for_s=0, resolve_after_s=180,
-            repeat_interval_s=600, inhibits=("medium",), severity="critical",
+            name="high",
+            threshold=7,
+            pending_for_s=0,
+            resolve_after_s=180,
+            repeat_interval_s=600,
+            inhibits=("medium",),
+            severity="critical",
         ),
         News2BandRule(
-            name="medium", threshold=5, pending_for_s=120, resolve_after_s=120,
+            name="medium",
+            threshold=5,
+            pending_for_s=120,
+            resolve_after_s=120,
             repeat_interval_s=300,
         ),
         QsofaRule(name="qsofa", pending_for_s=60, resolve_after_s=0, repeat_interval_s=None),
     )
-)  # fmt: skip
+)
 REPEAT_MS = {
     r.name: None if r.repeat_interval_s is None else r.repeat_interval_s * 1000
     for r in POLICY.rules

@@ -210,9 +210,13 @@ def acknowledge(
     book: AlertBook, alert: str, *, by: str, at_ms: int, note: str | None = None
 ) -> tuple[AlertBook, AuditRecord]:
     cmd = AlertCommand(
-        action="acknowledge", patient_id=book.patient_id, alert_id=alert, by=by, at_ms=at_ms,
+        action="acknowledge",
+        patient_id=book.patient_id,
+        alert_id=alert,
+        by=by,
+        at_ms=at_ms,
         note=note,
-    )  # fmt: skip
+    )
     return apply_command(book, cmd)
 
 
@@ -220,9 +224,13 @@ def unacknowledge(
     book: AlertBook, alert: str, *, by: str, at_ms: int, note: str | None = None
 ) -> tuple[AlertBook, AuditRecord]:
     cmd = AlertCommand(
-        action="unacknowledge", patient_id=book.patient_id, alert_id=alert, by=by, at_ms=at_ms,
+        action="unacknowledge",
+        patient_id=book.patient_id,
+        alert_id=alert,
+        by=by,
+        at_ms=at_ms,
         note=note,
-    )  # fmt: skip
+    )
     return apply_command(book, cmd)
 
 
@@ -237,9 +245,15 @@ def silence(
     starts_ms: int | None = None,
 ) -> tuple[AlertBook, AuditRecord]:
     cmd = AlertCommand(
-        action="silence", patient_id=book.patient_id, rule=rule, starts_ms=starts_ms,
-        ends_ms=ends_ms, by=by, note=reason, at_ms=at_ms,
-    )  # fmt: skip
+        action="silence",
+        patient_id=book.patient_id,
+        rule=rule,
+        starts_ms=starts_ms,
+        ends_ms=ends_ms,
+        by=by,
+        note=reason,
+        at_ms=at_ms,
+    )
     return apply_command(book, cmd)
 
 
@@ -253,7 +267,12 @@ def annotate(
     note: str | None = None,
 ) -> tuple[AlertBook, AuditRecord]:
     cmd = AlertCommand(
-        action="annotate", patient_id=book.patient_id, alert_id=alert, by=by, at_ms=at_ms,
-        label=label, note=note,
-    )  # fmt: skip
+        action="annotate",
+        patient_id=book.patient_id,
+        alert_id=alert,
+        by=by,
+        at_ms=at_ms,
+        label=label,
+        note=note,
+    )
     return apply_command(book, cmd)
