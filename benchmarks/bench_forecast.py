@@ -1,21 +1,30 @@
 """Benchmark streaming inference: patient-forecasts/s, fast path vs pytorch-forecasting predict().
 
-Run: ``python benchmarks/bench_forecast.py --out var/bench/forecast.json [--model DIR]``.
+Run: ``python benchmarks/bench_forecast.py --out var/bench/forecast.json [--model DIR]``
+(``--quick`` for fewer repetitions, ``--threads 1,2`` to measure several torch thread settings).
 
 Inputs are real twins: a synthetic cohort's events are folded through ``twin.apply_many`` for
 a day, and the resulting states are repeated (under new ids) up to the largest batch. For each
-batch size (1, 64, 1000), in the same run:
+batch size (1, 64, 1000), in the same run and interleaved call by call (the machines are shared:
+load drifts during a run, and interleaving spreads it over every candidate alike):
 
-- ``fast_onnx`` / ``fast_torch``: ``Forecaster.forecast_states`` - features from the twin
-  states (numpy), the network (onnxruntime or a raw torch forward), risk by horizon and the
-  explanation records: everything the runtime hands on;
+- ``fast_torchscript`` (the default backend), ``fast_torch`` (eager) and ``fast_onnx``
+  (onnxruntime, when the checkpoint ships ``model.onnx``; otherwise ``fast_onnx_exported``, a
+  graph exported here, unverified, to compare the runtime):
+  ``Forecaster.forecast_states`` - features from the twin states (numpy), the network, risk by
+  horizon and the explanation records: everything the runtime hands on;
+- ``network_and_risk_only`` and the three stages of the default path on their own;
 - ``predict``: the same windows through pytorch-forecasting: long data frame ->
   ``TimeSeriesDataSet`` -> ``model.predict(mode="quantiles")`` (``predict_only`` times the
   predict call alone, dataset prebuilt).
 
+Every candidate, ``predict()`` included, runs under the same torch thread setting: one setting
+per process (changing torch's thread count inside a process rebuilds its pool and distorts the
+next calls), so ``--threads 1,2`` runs one child process per setting and merges their reports.
+
 Targets (issue): fast path >= 10x ``predict`` at batch 64 (aim 20x), >= 5,000
-patient-forecasts/s at batch 1000, p99 <= 200 ms for a batch of 64. Timings on shared machines
-vary 30-50 % between runs: compare within one run.
+patient-forecasts/s at batch 1000, p99 <= 200 ms for a batch of 64, and agreement with
+``predict()`` to 1e-4. Timings on shared machines vary 30-50 % between runs: compare within one.
 """
 
 from __future__ import annotations
@@ -71,122 +80,243 @@ def summary(times: list[float], batch: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=Path("var/bench/forecast.json"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batches", default="1,64,1000")
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = ap.parse_args()
+DEFAULT = "fast_torchscript"
 
+
+def interleaved(cands: dict, warmup: int = 2) -> dict[str, list[float]]:
+    """Time every candidate ``name -> (fn, reps)``, spreading each one's runs evenly over one
+    shared sequence of rounds, so slow drifts in machine load hit all of them alike."""
+    for fn, _ in cands.values():
+        for _ in range(warmup):
+            fn()
+    rounds = max(r for _, r in cands.values())
+    times: dict[str, list[float]] = {name: [] for name in cands}
+    for i in range(rounds):
+        for name, (fn, reps) in cands.items():
+            if (i * reps) // rounds != ((i + 1) * reps) // rounds:
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
+def run(path: Path, threads: int, sizes: list[int], quick: bool) -> dict:
     import numpy as np
+    import onnxruntime
     import torch
 
     from models import dataset, fastpath, registry
 
-    torch.set_num_threads(args.threads)
-    path = args.model or registry.DEFAULT_DIR
-    sizes = [int(b) for b in args.batches.split(",")]
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
     states = build_states(max(sizes))
     at = [(s.watermark_ms // 900_000) * 900_000 for s in states]
     runners = {
-        "fast_torchscript": fastpath.Forecaster.load(path, threads=args.threads),
-        "fast_torch": fastpath.Forecaster.load(path, backend="torch", threads=args.threads),
+        DEFAULT: fastpath.Forecaster.load(path, threads=threads),
+        "fast_torch": fastpath.Forecaster.load(path, backend="torch", threads=threads),
     }
     if (Path(path) / registry.ONNX).exists():
-        runners["fast_onnx"] = fastpath.Forecaster.load(path, backend="onnx",
-                                                        threads=args.threads)  # fmt: skip
+        runners["fast_onnx"] = fastpath.Forecaster.load(path, backend="onnx", threads=threads)
+    else:
+        # No shipped graph (training refuses one that differs from torch by more than 1e-4):
+        # export one here to compare the runtime; its agreement is measured like the others'.
+        onnx = fastpath.Forecaster.load(path, backend="torch", threads=threads)
+        sample = fastpath.features_from_states(states[:16], onnx.spec, at[:16])
+        graph = fastpath.export_onnx(onnx.model, onnx.spec, sample)
+        onnx.runner = fastpath.OnnxRunner(graph, threads)
+        runners["fast_onnx_exported"] = onnx
     fc = runners["fast_torch"]
     spec = fc.spec
-    ts_runner = runners["fast_torchscript"]
-    results: dict[str, dict] = {
-        name: {} for name in (*runners, "network_and_risk_only", "predict", "predict_only")
-    }
+    default = runners[DEFAULT]
+    names = (*runners, "network_and_risk_only", "predict", "predict_only")
+    results: dict[str, dict] = {name: {} for name in names}
     stages: dict[str, dict] = {}
     agreement = {}
+    trainer = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False}
     for b in sizes:
-        reps = (5 if args.quick else 20) if b >= 1000 else (30 if args.quick else 200)
+        reps = (5 if quick else 20) if b >= 1000 else (30 if quick else 200)
+        p_reps = max(3, reps // 10)
         st, ts = states[:b], at[:b]
-        for name, runner in runners.items():
-            for _ in range(3):  # warm up (TorchScript optimises on its first calls)
-                runner.forecast_states(st, ts)
-            results[name][str(b)] = summary(
-                timed(lambda r=runner, s=st, t=ts: r.forecast_states(s, t), reps), b
-            )
         inputs = fastpath.features_from_states(st, spec, ts)
-        batch = ts_runner.run(inputs)
+        batch = default.run(inputs)
         ids = [s.patient_id for s in st]
-        stages[str(b)] = {
-            name: summary(timed(fn, reps), b)["median_ms"]
-            for name, fn in (
-                ("features_from_states", lambda s_=st, t_=ts: fastpath.features_from_states(
-                    s_, spec, t_)),
-                ("network_and_risk", lambda i_=inputs: ts_runner.run(i_)),
-                ("records_and_explanations", lambda b_=batch, i_=ids: ts_runner.results(b_, i_)),
-            )
-        }  # fmt: skip
-        results["network_and_risk_only"][str(b)] = summary(
-            timed(lambda i_=inputs: ts_runner.run(i_), reps), b
-        )
         win = _windows(inputs, spec)
-        trainer = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False}
 
         def via_predict(w=win, n=b, kw=trainer) -> np.ndarray:
             tsd = dataset.timeseries_dataset(dataset.to_frame(w, spec), spec)
             out = fc.model.predict(
                 tsd, mode="quantiles", batch_size=max(n, 1), trainer_kwargs=dict(kw)
             )  # fresh dict: predict mutates it
-            return torch.stack(list(out), dim=1).numpy()  # fmt: skip
+            return torch.stack(list(out), dim=1).numpy()
 
-        ref = via_predict()
-        p_reps = max(3, reps // 10)
-        results["predict"][str(b)] = summary(timed(via_predict, p_reps), b)
         tsd = dataset.timeseries_dataset(dataset.to_frame(win, spec), spec)
-        results["predict_only"][str(b)] = summary(
-            timed(lambda t=tsd, n=b, kw=trainer: fc.model.predict(
-                t, mode="quantiles", batch_size=n, trainer_kwargs=dict(kw)), p_reps), b
-        )  # fmt: skip
+        cands = {
+            name: (lambda r=runner, s=st, t=ts: r.forecast_states(s, t), reps)
+            for name, runner in runners.items()
+        }
+        cands.update(
+            {
+                "network_and_risk_only": (lambda i_=inputs: default.run(i_), reps),
+                "stage:features_from_states": (
+                    lambda s_=st, t_=ts: fastpath.features_from_states(s_, spec, t_),
+                    reps,
+                ),
+                "stage:records_and_explanations": (
+                    lambda b_=batch, i_=ids: default.results(b_, i_),
+                    reps,
+                ),
+                "predict": (via_predict, p_reps),
+                "predict_only": (
+                    lambda t=tsd, n=b, kw=trainer: fc.model.predict(
+                        t, mode="quantiles", batch_size=n, trainer_kwargs=dict(kw)
+                    ),
+                    p_reps,
+                ),
+            }
+        )
+        times = interleaved(cands)
+        for name in names:
+            results[name][str(b)] = summary(times[name], b)
+        stages[str(b)] = {
+            "features_from_states": summary(times["stage:features_from_states"], b)["median_ms"],
+            "network_and_risk": results["network_and_risk_only"][str(b)]["median_ms"],
+            "records_and_explanations": summary(times["stage:records_and_explanations"], b)[
+                "median_ms"
+            ],
+        }
+        ref = via_predict()
         order = np.array([int(g) for g in tsd.decoded_index["window"]])
         back = np.empty_like(ref)
         back[order] = ref
         for name, runner in runners.items():
             q = runner.run(inputs).quantiles
             agreement[f"{name}@{b}"] = float(np.abs(q - back).max())
-    best = "fast_torchscript"
-    speedup64 = (results[best]["64"]["patient_forecasts_per_s"]
-                 / results["predict"]["64"]["patient_forecasts_per_s"]) if "64" in results[best] else None  # fmt: skip
-    report = {
+
+    def rate(name: str, b: int) -> float | None:
+        return results[name].get(str(b), {}).get("patient_forecasts_per_s")
+
+    def speedup(name: str, b: int) -> float | None:
+        fast, slow = rate(name, b), rate("predict", b)
+        return fast / slow if fast and slow else None
+
+    s64 = speedup(DEFAULT, 64)
+    p99 = results[DEFAULT].get("64", {}).get("p99_ms")
+    return {
         "model": str(path),
         "spec_hash": spec.hash(),
-        "threads": args.threads,
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "default_backend": default.backend,
+        "backends": {name: r.backend for name, r in runners.items()},
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "load_avg_1m": os.getloadavg()[0],
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "load_avg_1m_before": load_before,
+            "load_avg_1m_after": os.getloadavg()[0],
         },
         "results": results,
         "stage_median_ms": stages,
+        "speedup_vs_predict": {name: {str(b): speedup(name, b) for b in sizes} for name in runners},
         "max_abs_diff_vs_predict": agreement,
         "targets": {
-            "speedup_vs_predict_at_64": speedup64,
-            "speedup_target_10x_met": bool(speedup64 and speedup64 >= 10),
-            "rate_at_1000": results[best].get("1000", {}).get("patient_forecasts_per_s"),
-            "rate_at_1000_network_and_risk_only": results["network_and_risk_only"]
-            .get("1000", {})
-            .get("patient_forecasts_per_s"),
-            "rate_target_5000_met": bool(
-                results[best].get("1000", {}).get("patient_forecasts_per_s", 0) >= 5000
+            "measured_on": DEFAULT,
+            "speedup_vs_predict_at_64": s64,
+            "speedup_target_10x_met": bool(s64 and s64 >= 10),
+            "speedup_aim_20x_met": bool(s64 and s64 >= 20),
+            "rate_at_1000": rate(DEFAULT, 1000),
+            "rate_at_1000_network_and_risk_only": rate("network_and_risk_only", 1000),
+            "rate_target_5000_met": bool((rate(DEFAULT, 1000) or 0) >= 5000),
+            "p99_ms_at_64": p99,
+            "p99_target_200ms_met": bool(p99 is not None and p99 <= 200),
+            # the backends a Forecaster can load: an unverified export is reported, not judged
+            "agreement_1e-4_met": all(
+                v <= 1e-4 for k, v in agreement.items() if not k.startswith("fast_onnx_exported")
             ),
-            "p99_ms_at_64": results[best].get("64", {}).get("p99_ms"),
-            "p99_target_200ms_met": bool(results[best].get("64", {}).get("p99_ms", 1e9) <= 200),
-            "agreement_1e-4_met": all(v <= 1e-4 for v in agreement.values()),
+            "max_abs_diff_default": max(v for k, v in agreement.items() if k.startswith(DEFAULT)),
         },
     }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("var/bench/forecast.json"))
+    ap.add_argument("--threads", default="1", help="torch threads; a list runs one process each")
+    ap.add_argument("--batches", default="1,64,1000")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args()
+
+    from models import registry
+
+    path = args.model or registry.DEFAULT_DIR
+    sizes = [int(b) for b in args.batches.split(",")]
+    settings = [int(t) for t in args.threads.split(",")]
+    if len(settings) == 1:
+        report = run(path, settings[0], sizes, args.quick)
+    else:
+        report = _per_setting(args, settings)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"results": {k: {b: round(v["patient_forecasts_per_s"]) for b, v in r.items()}
-                                  for k, r in results.items()}, **report["targets"]}, indent=2))  # fmt: skip
+    print(json.dumps(_digest(report), indent=2))
+
+
+def _per_setting(args: argparse.Namespace, settings: list[int]) -> dict:
+    """One child process per thread setting, one after the other; the headline is the setting
+    that meets the most targets (then the faster at batch 64); every setting's report is kept."""
+    import subprocess
+    import sys
+    import tempfile
+
+    reports = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in settings:
+            out = Path(tmp) / f"t{t}.json"
+            cmd = [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(t),
+                "--out",
+                str(out),
+                "--batches",
+                args.batches,
+                *(["--quick"] if args.quick else []),
+                *(["--model", str(args.model)] if args.model else []),
+            ]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            reports[str(t)] = json.loads(out.read_text())
+
+    def merit(t: str) -> tuple[int, float]:
+        got = reports[t]["targets"]
+        met = sum(bool(v) for k, v in got.items() if k.endswith("_met"))
+        return met, got["speedup_vs_predict_at_64"] or 0.0
+
+    best = max(reports, key=merit)
+    return {
+        **reports[best],
+        "headline_threads": int(best),
+        "by_threads": {
+            t: {
+                k: r[k]
+                for k in ("results", "stage_median_ms", "speedup_vs_predict", "targets", "machine")
+            }
+            for t, r in reports.items()
+        },
+    }
+
+
+def _digest(report: dict) -> dict:
+    per_s = {
+        k: {b: round(v["patient_forecasts_per_s"]) for b, v in r.items()}
+        for k, r in report["results"].items()
+    }
+    out = {"threads": report["threads"], "results": per_s, **report["targets"]}
+    if "by_threads" in report:
+        out["by_threads"] = {t: r["targets"] for t, r in report["by_threads"].items()}
+    return out
 
 
 def _windows(inputs, spec):
@@ -200,13 +330,20 @@ def _windows(inputs, spec):
     center = np.array([spec.center_scale(x) for x in spec.targets], np.float32)
     enc_targets = inputs.enc_unknown[..., ti] * center[:, 1] + center[:, 0]
     return dataset.Windows(
-        patient_ids=("bench",), patient=np.zeros(n, np.int64), origin_ms=inputs.origin_ms,
-        enc_unknown=inputs.enc_unknown, enc_targets=enc_targets.astype(np.float32),
-        known=inputs.known, statics=inputs.statics, last_obs=inputs.last_obs,
-        dec_targets=np.full((n, d, t), np.nan, np.float32), news2_now=inputs.news2_now,
-        event_ms=np.zeros(n, np.int64), data_end_ms=np.zeros(n, np.int64),
+        patient_ids=("bench",),
+        patient=np.zeros(n, np.int64),
+        origin_ms=inputs.origin_ms,
+        enc_unknown=inputs.enc_unknown,
+        enc_targets=enc_targets.astype(np.float32),
+        known=inputs.known,
+        statics=inputs.statics,
+        last_obs=inputs.last_obs,
+        dec_targets=np.full((n, d, t), np.nan, np.float32),
+        news2_now=inputs.news2_now,
+        event_ms=np.zeros(n, np.int64),
+        data_end_ms=np.zeros(n, np.int64),
         labels=np.zeros((n, len(spec.risk_horizons_h)), np.float32),
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -59,45 +59,47 @@ def _level(spec: FeatureSpec, q: float) -> int:
 
 
 def features(quantiles: F32, ctx: RiskContext, spec: FeatureSpec) -> F64:
-    """``[N, H, len(FEATURES)]`` risk features from quantiles ``[N, T, D, Q]``."""
+    """``[N, H, len(FEATURES)]`` risk features from quantiles ``[N, T, D, Q]``.
+
+    The three levels are scored together (a trailing level axis) and each horizon's worst step
+    read from a running maximum: the same elementwise arithmetic as level by level and horizon
+    by horizon, in a fifth of the numpy calls - which is what a small batch pays for.
+    """
     ti = {t: i for i, t in enumerate(spec.targets)}
-    med, hi, lo = _level(spec, 0.5), _level(spec, 0.9), _level(spec, 0.1)
-    xhi, xlo = _level(spec, 0.98), _level(spec, 0.02)
+    med = _level(spec, 0.5)
+    up = [med, _level(spec, 0.9), _level(spec, 0.98)]  # median, adverse, extreme
+    down = [med, _level(spec, 0.1), _level(spec, 0.02)]
     fixed = np.where(ctx.on_oxygen, 2, 0) + np.where(ctx.not_alert, 3, 0)
 
-    def score(up: int, down: int) -> npt.NDArray[np.int16]:
-        def q(name: str, idx: int) -> F32:
-            return quantiles[:, ti[name], :, idx]
+    def q(name: str, levels: list[int]) -> F32:
+        return quantiles[:, ti[name]][:, :, levels]  # [N, D, level]
 
-        def pick(name: str) -> F32:
-            return q(name, up if _UP[name] else down)
+    def pick(name: str) -> F32:
+        return q(name, up if _UP[name] else down)
 
-        temp = np.maximum(
-            n2.temperature_points(q("temperature", up)),
-            n2.temperature_points(q("temperature", down)),
-        )
-        on = ctx.on_oxygen[:, None]
-        total = (
-            n2.respiratory_rate_points(pick("respiratory_rate")).astype(np.int16)
-            + n2.spo2_points(pick("spo2"), on, ctx.scale2[:, None])
-            + n2.systolic_bp_points(pick("systolic_bp"))
-            + n2.pulse_points(pick("heart_rate"))
-            + temp
-        )
-        return (total + fixed[:, None]).astype(np.int16)  # [N, D]
-
-    levels = [score(med, med), score(hi, lo), score(xhi, xlo)]
-    out = np.zeros((quantiles.shape[0], len(spec.horizon_steps), len(FEATURES)))
+    temp = np.maximum(
+        n2.temperature_points(q("temperature", up)),
+        n2.temperature_points(q("temperature", down)),
+    )
+    total = (
+        n2.respiratory_rate_points(pick("respiratory_rate")).astype(np.int16)
+        + n2.spo2_points(pick("spo2"), ctx.on_oxygen[:, None, None], ctx.scale2[:, None, None])
+        + n2.systolic_bp_points(pick("systolic_bp"))
+        + n2.pulse_points(pick("heart_rate"))
+        + temp
+    )
+    scores = (total + fixed[:, None, None]).astype(np.int16)  # [N, D, level]
+    worst = np.maximum.accumulate(scores, axis=1)  # worst step so far
+    steps = np.asarray(spec.horizon_steps) - 1
+    out = np.zeros((quantiles.shape[0], len(steps), len(FEATURES)))
     out[..., 0] = 1.0
     out[..., 1] = ctx.news2_now[:, None] / 10.0
-    for h, k in enumerate(spec.horizon_steps):
-        for j, lev in enumerate(levels):
-            out[:, h, 2 + j] = lev[:, :k].max(axis=1) / 10.0
-        for j, name in enumerate(_VITALS):
-            last = ctx.last_obs[:, ti[name]]
-            fc = quantiles[:, ti[name], k - 1, med]
-            scale = spec.center_scale(name)[1]
-            out[:, h, 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
+    out[..., 2:5] = worst[:, steps, :] / 10.0
+    for j, name in enumerate(_VITALS):
+        last = ctx.last_obs[:, ti[name], None]
+        fc = quantiles[:, ti[name], steps, med]  # [N, H]
+        scale = spec.center_scale(name)[1]
+        out[..., 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
     return out
 
 
@@ -142,7 +144,8 @@ class RiskHead:
         p = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
         zb = np.einsum("nhf,hbf->nhb", feats, self.boot)
         pb = 1 / (1 + np.exp(-np.clip(zb, -30, 30)))
-        return p, np.quantile(pb, 0.1, axis=-1), np.quantile(pb, 0.9, axis=-1)
+        low, high = np.quantile(pb, [0.1, 0.9], axis=-1)
+        return p, low, high
 
     def to_dict(self) -> dict[str, Any]:
         return {

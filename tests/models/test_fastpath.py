@@ -25,9 +25,11 @@ def _predict(model, w: dataset.Windows, spec: FeatureSpec) -> np.ndarray:
     tsd = dataset.timeseries_dataset(dataset.to_frame(w, spec), spec)
     # predict() mutates the trainer_kwargs it gets (adds a callback): always pass a fresh dict
     out = model.predict(
-        tsd, mode="quantiles", batch_size=64,
+        tsd,
+        mode="quantiles",
+        batch_size=64,
         trainer_kwargs={"accelerator": "cpu", "logger": False, "enable_progress_bar": False},
-    )  # fmt: skip
+    )
     pred = torch.stack(list(out), dim=1).numpy()
     order = np.array([int(g) for g in tsd.decoded_index["window"]])
     back = np.empty_like(pred)
@@ -36,19 +38,24 @@ def _predict(model, w: dataset.Windows, spec: FeatureSpec) -> np.ndarray:
 
 
 @pytest.mark.parametrize("backend", ["torchscript", "torch", "onnx"])
-def test_fast_path_equals_predict(trained: Path, windows: dataset.Windows, spec: FeatureSpec,
-                                  backend: str) -> None:  # fmt: skip
+def test_fast_path_equals_predict(
+    trained: Path, windows: dataset.Windows, spec: FeatureSpec, backend: str
+) -> None:
     fc = fastpath.Forecaster.load(trained, spec, backend=backend)
     assert fc.backend == backend
     fast = fc.run(fastpath.ModelInputs.from_windows(windows)).quantiles
     ref = _predict(fc.model, windows, spec)
-    assert fast.shape == ref.shape == (windows.n, len(spec.targets), spec.decoder_steps,
-                                       len(spec.quantiles))  # fmt: skip
+    assert (
+        fast.shape
+        == ref.shape
+        == (windows.n, len(spec.targets), spec.decoder_steps, len(spec.quantiles))
+    )
     assert float(np.abs(fast - ref).max()) <= 1e-4
 
 
-def test_batch_size_does_not_change_results(trained: Path, windows: dataset.Windows,
-                                            spec: FeatureSpec) -> None:  # fmt: skip
+def test_batch_size_does_not_change_results(
+    trained: Path, windows: dataset.Windows, spec: FeatureSpec
+) -> None:
     fc = fastpath.Forecaster.load(trained, spec)
     inputs = fastpath.ModelInputs.from_windows(windows)
     whole = fc.run(inputs)
@@ -58,8 +65,9 @@ def test_batch_size_does_not_change_results(trained: Path, windows: dataset.Wind
         assert np.abs(b.risk[0] - whole.risk[i]).max() <= 1e-6
 
 
-def test_results_from_twin_states(trained: Path, cohort: Dataset, spec: FeatureSpec,
-                                  events_for) -> None:  # fmt: skip
+def test_results_from_twin_states(
+    trained: Path, cohort: Dataset, spec: FeatureSpec, events_for
+) -> None:
     fc = fastpath.Forecaster.load(trained, spec)
     pids = cohort.patient_ids[:4]
     t_end = int(cohort.samples["t_ms"].max())
@@ -79,8 +87,9 @@ def test_results_from_twin_states(trained: Path, cohort: Dataset, spec: FeatureS
     assert fr.explanation[-1].feature == "attention_peak"
 
 
-def test_explanation_agrees_with_interpret_output(trained: Path, windows: dataset.Windows,
-                                                  spec: FeatureSpec) -> None:  # fmt: skip
+def test_explanation_agrees_with_interpret_output(
+    trained: Path, windows: dataset.Windows, spec: FeatureSpec
+) -> None:
     model, _ = registry.load(trained, spec)
     x = fastpath.model_x(fastpath.ModelInputs.from_windows(windows), spec)
     fc = fastpath.TorchRunner(model, spec)

@@ -1,0 +1,93 @@
+"""The risk features, scored for all levels at once, equal the level-by-level build exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import news2 as n2
+from models import risk
+from models.features import FeatureSpec
+
+
+def reference_features(quantiles: np.ndarray, ctx: risk.RiskContext, spec: FeatureSpec):
+    """The risk features as first written: one level and one horizon at a time."""
+    ti = {t: i for i, t in enumerate(spec.targets)}
+    lv = {q: risk._level(spec, q) for q in (0.02, 0.1, 0.5, 0.9, 0.98)}
+    fixed = np.where(ctx.on_oxygen, 2, 0) + np.where(ctx.not_alert, 3, 0)
+    up = {"heart_rate": True, "respiratory_rate": True, "spo2": False, "systolic_bp": False}
+
+    def score(hi: int, lo: int) -> np.ndarray:
+        def q(name: str, idx: int) -> np.ndarray:
+            return quantiles[:, ti[name], :, idx]
+
+        def pick(name: str) -> np.ndarray:
+            return q(name, hi if up[name] else lo)
+
+        temp = np.maximum(
+            n2.temperature_points(q("temperature", hi)), n2.temperature_points(q("temperature", lo))
+        )
+        total = (
+            n2.respiratory_rate_points(pick("respiratory_rate")).astype(np.int16)
+            + n2.spo2_points(pick("spo2"), ctx.on_oxygen[:, None], ctx.scale2[:, None])
+            + n2.systolic_bp_points(pick("systolic_bp"))
+            + n2.pulse_points(pick("heart_rate"))
+            + temp
+        )
+        return (total + fixed[:, None]).astype(np.int16)
+
+    med = lv[0.5]
+    levels = [score(med, med), score(lv[0.9], lv[0.1]), score(lv[0.98], lv[0.02])]
+    out = np.zeros((quantiles.shape[0], len(spec.horizon_steps), len(risk.FEATURES)))
+    out[..., 0] = 1.0
+    out[..., 1] = ctx.news2_now[:, None] / 10.0
+    for h, k in enumerate(spec.horizon_steps):
+        for j, lev in enumerate(levels):
+            out[:, h, 2 + j] = lev[:, :k].max(axis=1) / 10.0
+        for j, name in enumerate(
+            ("heart_rate", "respiratory_rate", "spo2", "systolic_bp", "temperature")
+        ):
+            last = ctx.last_obs[:, ti[name]]
+            fc = quantiles[:, ti[name], k - 1, med]
+            scale = spec.center_scale(name)[1]
+            out[:, h, 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_features_equal_level_by_level(spec: FeatureSpec, n: int) -> None:
+    rng = np.random.default_rng(n)
+    t, d, nq = len(spec.targets), spec.decoder_steps, len(spec.quantiles)
+    centre = np.array([spec.center_scale(x)[0] for x in spec.targets])
+    spread = np.array([spec.center_scale(x)[1] for x in spec.targets]) * 2.5
+    base = centre[None, :, None] + spread[None, :, None] * rng.standard_normal((n, t, d))
+    offsets = np.sort(rng.standard_normal((n, t, d, nq)), axis=-1) * spread[None, :, None, None]
+    quantiles = (base[..., None] + offsets).astype(np.float32)
+    last = (centre + spread * rng.standard_normal((n, t))).astype(np.float32)
+    last[rng.random((n, t)) < 0.2] = np.nan
+    ctx = risk.RiskContext(
+        news2_now=rng.integers(0, 12, n).astype(np.float64),
+        on_oxygen=rng.random(n) < 0.4,
+        not_alert=rng.random(n) < 0.2,
+        scale2=rng.random(n) < 0.3,
+        last_obs=last,
+    )
+    got = risk.features(quantiles, ctx, spec)
+    ref = reference_features(quantiles, ctx, spec)
+    assert got.dtype == ref.dtype == np.float64
+    np.testing.assert_array_equal(got, ref)
+    assert np.unique(got[..., 2:5]).size > 1  # the scores are not all alike
+
+
+def test_risk_interval_is_the_bootstrap_10_90_range(spec: FeatureSpec) -> None:
+    rng = np.random.default_rng(0)
+    h, b, f = len(spec.risk_horizons_h), 20, len(risk.FEATURES)
+    head = risk.RiskHead(spec.risk_horizons_h, rng.normal(size=(h, f)), rng.normal(size=(h, b, f)))
+    feats = rng.normal(size=(5, h, f))
+    p, low, high = head.predict(feats)
+    zb = np.einsum("nhf,hbf->nhb", feats, head.boot)
+    pb = 1 / (1 + np.exp(-np.clip(zb, -30, 30)))
+    np.testing.assert_array_equal(low, np.quantile(pb, 0.1, axis=-1))
+    np.testing.assert_array_equal(high, np.quantile(pb, 0.9, axis=-1))
+    assert (low <= high).all()
+    assert p.shape == (5, h)
