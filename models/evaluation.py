@@ -31,7 +31,7 @@ from models import metrics as mx
 from models import risk as risk_mod
 from models.dataset import Windows, build_windows
 from models.outcomes import NEVER
-from models.schema import Dataset
+from models.schema import COMORBIDITIES, Dataset
 
 F = npt.NDArray[np.float64]
 HOUR = 3_600_000
@@ -191,22 +191,10 @@ def _subgroups(ds: Dataset, w: Windows) -> dict[str, np.ndarray]:
         "female": (st["sex"].to_numpy() == "female")[w.patient],
         "male": (st["sex"].to_numpy() == "male")[w.patient],
     }
-    for c in ("heart_failure", "copd", "type1_diabetes", "type2_diabetes", "ckd", "hypertension"):
+    chronic = [c for c in COMORBIDITIES if c != "hypercapnic_respiratory_failure"]
+    for c in chronic:
         groups[c] = st[c].to_numpy(bool)[w.patient]
-    groups["no_comorbidity"] = ~np.any(
-        [
-            st[c].to_numpy(bool)[w.patient]
-            for c in (
-                "heart_failure",
-                "copd",
-                "type1_diabetes",
-                "type2_diabetes",
-                "ckd",
-                "hypertension",
-            )
-        ],
-        axis=0,
-    )
+    groups["no_comorbidity"] = ~np.any([groups[c] for c in chronic], axis=0)
     return groups
 
 

@@ -38,6 +38,8 @@ from models.errors import ModelsError, SpecMismatch
 from models.features import (
     CONSCIOUSNESS_STALE_MS,
     LAB_STALE_MS,
+    ORIGIN_FLAGS,
+    PATIENT_FLAGS,
     FeatureSpec,
     StaticInputs,
     aggregate_steps,
@@ -153,21 +155,9 @@ def states_statics(states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpe
     )
 
 
-_STATIC_COLUMNS = (
-    "age",
-    "female",
-    "heart_failure",
-    "copd",
-    "diabetes",
-    "ckd",
-    "hypertension",
-    "spo2_scale2",
-    "on_oxygen",
-    "antibiotic",
-    "diuretic",
-    "insulin",
-    "not_alert",
-)
+# The order states_statics builds each row in (tests/models/test_fastpath_features.py compares
+# the result with the per-twin reference, so a reordered flag list fails there).
+_STATIC_COLUMNS = ("age", *PATIENT_FLAGS, *ORIGIN_FLAGS)
 
 
 def states_bins(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from models.schema import Dataset
+from models.schema import COMORBIDITIES, Dataset
 from twin.events import (
     ConsciousnessAssessment,
     Demographics,
@@ -35,15 +35,7 @@ def twin_events(ds: Dataset, patient_id: str, until_ms: int) -> list[Event]:
     out.append(
         Demographics(patient_id=patient_id, observed_at=_ts(first), birth_date=born, sex=st["sex"])
     )
-    for name in (
-        "heart_failure",
-        "copd",
-        "type1_diabetes",
-        "type2_diabetes",
-        "ckd",
-        "hypertension",
-        "hypercapnic_respiratory_failure",
-    ):
+    for name in COMORBIDITIES:
         if bool(st[name]):
             out.append(Diagnosis(patient_id=patient_id, observed_at=_ts(first), condition=name))
     s = ds.samples[(ds.samples["patient_id"] == patient_id) & (ds.samples["t_ms"] < until_ms)]

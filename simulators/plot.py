@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pyarrow as pa
 
+from simulators.cohort import COMORBIDITIES
 from simulators.dataset import read_manifest, read_table
 from simulators.errors import ConfigError
 
@@ -142,18 +143,7 @@ def plot_patient(dataset: str | Path, patient_id: str, out: str | Path) -> Path:
         ax.legend(keep.values(), keep.keys(), fontsize=6, loc="upper right", ncols=3)
     axes[-1, 0].set_xlabel("hours since start")
     axes[-1, 0].set_xlim(0, max(horizon_h, 1.0))
-    comorb = [
-        c
-        for c in (
-            "heart_failure",
-            "copd",
-            "type1_diabetes",
-            "type2_diabetes",
-            "ckd",
-            "hypertension",
-        )
-        if info[c]
-    ]
+    comorb = [c for c in COMORBIDITIES if info[c]]
     eps = "; ".join(
         f"{e['condition']} ({e['outcome']}, severity {e['severity']:.2f})" for e in labels
     )
