@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--big-batch", type=int, default=512, help="0: skip")
-    ap.add_argument("--threads", type=int, default=1)
+    # The issue measures on 2 cores; --threads 1 gives the single-thread comparison.
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=2, help="runs per pipeline, interleaved")
     ap.add_argument("--synthetic", action="store_true", help="models.synthetic, not the simulator")
     args = ap.parse_args()
