@@ -44,6 +44,11 @@ bench: env
 	$(PY) benchmarks/bench_training.py --out var/bench/training.json
 	PYTHON=$(PY) bash scripts/kafka.sh start
 	$(PY) benchmarks/bench_kafka.py --out var/bench/kafka.json $(BENCH_FLAGS)
+	# Larger edge records: the best throughput, and the best latency with short batches.
+	$(PY) benchmarks/bench_kafka.py --out var/bench/kafka-tuned.json --samples-per-record 30 \
+		--batch-within 0.25 $(BENCH_FLAGS)
+	$(PY) benchmarks/bench_kafka.py --out var/bench/kafka-latency.json --samples-per-record 30 \
+		--batch-within 0.05 --skip-throughput $(BENCH_FLAGS)
 	$(PY) scripts/bench_summary.py var/bench > var/bench/SUMMARY.md
 	cat var/bench/SUMMARY.md
 
