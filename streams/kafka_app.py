@@ -312,10 +312,19 @@ def make_app(
         if idle < settings.stall_timeout_s:
             return
         committed = getattr(app.consumer, "_committed_offset", {})
-        for tp in app.consumer.assignment():
-            if tp.topic not in input_topics:
-                continue
-            highwater = app.consumer.highwater(tp)
+        mine = [tp for tp in app.consumer.assignment() if tp.topic in input_topics]
+        ends = {tp: app.consumer.highwater(tp) for tp in mine}
+        unknown = [tp for tp, end in ends.items() if end is None]
+        if unknown:
+            # A stream that stalled before its first fetch has no cached highwater: ask the
+            # broker. Seen after a kill -9 and restart: the worker recovered, said "ready",
+            # never fetched, and looked caught up to a watchdog that only read the cache.
+            try:
+                ends.update(await app.consumer.highwaters(*unknown))
+            except Exception:  # broker unreachable: aiokafka reconnects; judge next round
+                log.warning("watchdog could not read end offsets", exc_info=True)
+                return
+        for tp, highwater in ends.items():
             done = max(processed.get(tp, -1), (committed.get(tp) or 0) - 1)
             if highwater is not None and highwater - 1 > done:
                 log.critical(

@@ -100,7 +100,9 @@ def test_kill9_mid_stream_then_restart_loses_nothing(
 
             worker.start()  # the same app id: it recovers its table from the changelog
             produce(edge, rest)
-            wait_caught_up(kafka_admin, kafka_bootstrap, settings, 180, lambda: worker.alive)
+            # supervised: should faust's stream stall after the restart (seen about once in
+            # eight runs), the watchdog exits and the worker is restarted, as in production.
+            wait_caught_up(kafka_admin, kafka_bootstrap, settings, 180, worker.supervised)
             _, entries, _ = check_against_replay(kafka_bootstrap, settings.topics, stream.items)
             check_pseudonyms(entries, store, stream)
             # The late records really were late: the twins counted them instead of binning.
