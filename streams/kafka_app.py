@@ -325,13 +325,20 @@ def make_app(
                 log.warning("watchdog could not read end offsets", exc_info=True)
                 return
         for tp, highwater in ends.items():
-            done = max(processed.get(tp, -1), (committed.get(tp) or 0) - 1)
+            # Behind means behind the *committed* offset, not what this process handled: a
+            # worker that processed everything but whose commits stopped advancing (also seen
+            # after a restart) would otherwise idle forever with its work never committed.
+            # faust commits acked offsets every commit interval, so when idle they match.
+            done = (committed.get(tp) or 0) - 1
             if highwater is not None and highwater - 1 > done:
                 log.critical(
-                    "no progress for %.0f s while %s is %d records behind: exiting for a restart",
+                    "no progress for %.0f s while %s is %d records behind (processed up to %d,"
+                    " committed %d): exiting for a restart",
                     idle,
                     tp,
                     highwater - 1 - done,
+                    processed.get(tp, -1),
+                    done,
                 )
                 os._exit(STALL_EXIT_CODE)
         progress["at"] = time.monotonic()  # idle but caught up: nothing to worry about

@@ -609,19 +609,26 @@ class PrivateBroker:
 
 
 def free_port_pair() -> int:
-    """A port p with p and p + 1 free (listener and controller)."""
+    """A port p with p and p + 1 free (listener and controller).
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for bind(0) can be
+    taken by any outgoing connection (the workers and clients make many) before the broker
+    binds it, which once failed the broker-restart test with "port in use".
+    """
     import socket
 
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 65000:
-            continue
-        with socket.socket() as s2:
-            try:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, max(low - 2, 10_002))
+        try:
+            with socket.socket() as s1, socket.socket() as s2:
+                s1.bind(("127.0.0.1", port))
                 s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return int(port)
+        except OSError:
+            continue
+        return port
     raise AssertionError("no free port pair")
