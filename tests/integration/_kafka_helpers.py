@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -533,7 +534,13 @@ def _field_diff(got: TwinState | None, want: TwinState | None) -> str:
                 f"seen: {len(ga)} vs {len(gb)}, worker only {only_w}, replay only {only_r}"
             )
         elif name == "ring":
-            parts.append("ring")
+            wr, rr = got.ring, want.ring
+            diff = np.argwhere(~((wr == rr) | (np.isnan(wr) & np.isnan(rr))))
+            shown = [(int(c), int(b), float(wr[c, b]), float(rr[c, b])) for c, b in diff[:4]]
+            parts.append(
+                f"ring: {len(diff)} slots differ (channel, slot, worker, replay): {shown}; "
+                f"closed_upto {got.closed_upto}, ring bins {wr.shape[1]}"
+            )
         else:
             parts.append(f"{name}: {str(a[name])[:200]} vs {str(b.get(name))[:200]}")
     return "\n    " + "\n    ".join(parts)
