@@ -166,6 +166,14 @@ broker_pid() { # prints the pid of our broker if it is alive, else fails
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
+wait_ports_closed() {
+    local deadline=$((SECONDS + 30))
+    while port_open "$PORT" || port_open "$CTRL_PORT"; do
+        ((SECONDS < deadline)) || die "ports $PORT/$CTRL_PORT still open 30s after SIGKILL"
+        sleep 0.1
+    done
+}
+
 # Readiness: a Metadata request must succeed and list this broker (it is unfenced).
 probe_ready() {
     local limit=()
@@ -350,6 +358,9 @@ cmd_start() {
         return 0
     fi
     rm -f "$PID_FILE"
+    # A broker that was just stopped or killed may still hold its sockets for a moment.
+    local free_by=$((SECONDS + 10))
+    while { port_open "$PORT" || port_open "$CTRL_PORT"; } && ((SECONDS < free_by)); do sleep 0.2; done
     port_open "$PORT" && die "port $HOST:$PORT is in use by another process"
     port_open "$CTRL_PORT" && die "controller port $HOST:$CTRL_PORT is in use by another process"
     command -v "$JAVA" >/dev/null || die "java not found (Java 17 is needed)"
@@ -376,6 +387,9 @@ cmd_kill9() {
     if pid="$(broker_pid)"; then
         kill -KILL "$pid"
         wait_gone "$pid"
+        # The leader shows as a zombie while the JVM's other threads still exit and hold the
+        # sockets: a start right after this one found the port "in use" (seen in CI).
+        wait_ports_closed
         log "killed broker (pid $pid) with SIGKILL"
     else
         log "not running"
