@@ -620,7 +620,7 @@ def free_port_pair() -> int:
 
     Chosen below the kernel's ephemeral range: a port the kernel hands out for bind(0) can be
     taken by any outgoing connection (the workers and clients make many) before the broker
-    binds it, which once failed the broker-restart test with "port in use".
+    binds it.
     """
     import socket
 
