@@ -92,10 +92,9 @@ def risk_designs(
     q: np.ndarray, w: Windows, spec: Any, heads: dict[str, risk_mod.RiskHead]
 ) -> dict[str, Any]:
     """AUROC by horizon of each candidate risk design (the choice recorded in the checkpoint)."""
-    from models.training import risk_context
 
     ok = w.eligible
-    ctx = risk_context(w.take(ok), spec)
+    ctx = risk_mod.RiskContext.of(w.take(ok), spec)
     feats = risk_mod.features(q[ok], ctx, spec)
     pers = risk_mod.features(risk_mod.persistence_quantiles(ctx, spec), ctx, spec)
     cands = {
@@ -207,12 +206,12 @@ def evaluate(
     samples: int = 4,
 ) -> dict[str, Any]:
     """Every metric of the module docstring for one cohort; JSON-ready (NaN -> None)."""
-    from models.training import predict_quantiles, risk_context
+    from models.training import predict_quantiles
 
     spec = forecaster.spec
     w = build_windows(ds, spec)
     q = predict_quantiles(forecaster, w)
-    ctx = risk_context(w, spec)
+    ctx = risk_mod.RiskContext.of(w, spec)
     tft_p = forecaster.risk_head.predict(risk_mod.features(q, ctx, spec))[0]
     pers_q = risk_mod.persistence_quantiles(ctx, spec)
     if persistence_head is None:

@@ -577,14 +577,7 @@ class Forecaster:
     def run(self, inputs: ModelInputs) -> ForecastBatch:
         pred, sw, ew, att = self.raw(inputs)
         spec = self.spec
-        si = {n: i for i, n in enumerate(spec.static_reals)}
-        ctx = risk_mod.RiskContext(
-            news2_now=inputs.news2_now.astype(np.float64),
-            on_oxygen=inputs.statics[:, si["on_oxygen"]] > 0.5,
-            not_alert=inputs.statics[:, si["not_alert"]] > 0.5,
-            scale2=inputs.statics[:, si["spo2_scale2"]] > 0.5,
-            last_obs=inputs.last_obs,
-        )
+        ctx = risk_mod.RiskContext.of(inputs, spec)
         if self.risk_head is not None:
             feats = risk_mod.features(pred, ctx, spec)
             p, lo, hi = self.risk_head.predict(feats)

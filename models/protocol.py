@@ -35,17 +35,6 @@ class ForecasterProtocol(Protocol):
     def explain(self, batch: ForecastBatch) -> list[Explanation]: ...
 
 
-def _context(inputs: ModelInputs, spec: FeatureSpec) -> risk_mod.RiskContext:
-    si = {n: i for i, n in enumerate(spec.static_reals)}
-    return risk_mod.RiskContext(
-        news2_now=inputs.news2_now.astype(np.float64),
-        on_oxygen=inputs.statics[:, si["on_oxygen"]] > 0.5,
-        not_alert=inputs.statics[:, si["not_alert"]] > 0.5,
-        scale2=inputs.statics[:, si["spo2_scale2"]] > 0.5,
-        last_obs=inputs.last_obs,
-    )
-
-
 def _empty(n: int) -> np.ndarray:
     return np.zeros((n, 0), np.float32)
 
@@ -58,7 +47,7 @@ class PersistenceForecaster:
         self.head: risk_mod.RiskHead | None = None
 
     def _features(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray]:
-        ctx = _context(inputs, self.spec)
+        ctx = risk_mod.RiskContext.of(inputs, self.spec)
         q = risk_mod.persistence_quantiles(ctx, self.spec)
         return q, risk_mod.features(q, ctx, self.spec)
 

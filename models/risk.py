@@ -53,6 +53,19 @@ class RiskContext:
     scale2: npt.NDArray[np.bool_]
     last_obs: F32  # [N, T] raw last observed step (NaN: none)
 
+    @classmethod
+    def of(cls, inputs: Any, spec: FeatureSpec) -> RiskContext:
+        """From anything carrying ``statics``, ``news2_now`` and ``last_obs`` in the spec's
+        layout: training ``Windows`` and the fast path's ``ModelInputs`` alike."""
+        si = {n: i for i, n in enumerate(spec.static_reals)}
+        return cls(
+            news2_now=inputs.news2_now.astype(np.float64),
+            on_oxygen=inputs.statics[:, si["on_oxygen"]] > 0.5,
+            not_alert=inputs.statics[:, si["not_alert"]] > 0.5,
+            scale2=inputs.statics[:, si["spo2_scale2"]] > 0.5,
+            last_obs=inputs.last_obs,
+        )
+
 
 def _level(spec: FeatureSpec, q: float) -> int:
     return int(np.argmin(np.abs(np.asarray(spec.quantiles) - q)))

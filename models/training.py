@@ -371,17 +371,6 @@ def _copy_state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def risk_context(w: Windows, spec: FeatureSpec) -> risk_mod.RiskContext:
-    si = {n: i for i, n in enumerate(spec.static_reals)}
-    return risk_mod.RiskContext(
-        news2_now=w.news2_now.astype(np.float64),
-        on_oxygen=w.statics[:, si["on_oxygen"]] > 0.5,
-        not_alert=w.statics[:, si["not_alert"]] > 0.5,
-        scale2=w.statics[:, si["spo2_scale2"]] > 0.5,
-        last_obs=w.last_obs,
-    )
-
-
 def predict_quantiles(forecaster: Forecaster, w: Windows, batch: int = 2048) -> np.ndarray:
     inputs = ModelInputs.from_windows(w)
     parts = [
@@ -396,7 +385,7 @@ def fit_risk_heads(
 ) -> dict[str, risk_mod.RiskHead]:
     """The TFT head and the persistence-baseline head, on eligible calibration windows."""
     ok = w.eligible
-    ctx = risk_context(w.take(ok), spec)
+    ctx = risk_mod.RiskContext.of(w.take(ok), spec)
     groups = w.patient[ok]
     labels = w.labels[ok]
     heads = {}
