@@ -11,6 +11,7 @@ from conftest import TINY_NET
 from pytorch_forecasting.metrics import QuantileLoss
 
 from models import dataset, network, training
+from models import step as step_ops
 from models.batches import Batch, WindowTensors
 from models.features import FeatureSpec
 from models.schema import Dataset
@@ -47,7 +48,7 @@ def test_stacked_variable_selection_matches_the_stock_forward(
     model.eval()  # no dropout: the two must then agree to float rounding
     batch = tensors.batch(torch.arange(64))
     ref, ref_loss, ref_grads = _loss_and_grads(model, batch)
-    with training.stacked_variable_selection(model):
+    with step_ops.stacked_variable_selection(model):
         assert "forward" in vars(model.encoder_variable_selection)
         out, loss, grads = _loss_and_grads(model, batch)
     assert "forward" not in vars(model.encoder_variable_selection)  # restored afterwards
@@ -68,7 +69,7 @@ def test_flat_adam_matches_adam_with_clipping(tensors: WindowTensors, spec: Feat
     flat.eval()
     names = [n for n, _ in ref.named_parameters()]
     adam = torch.optim.Adam(ref.parameters(), lr=3e-3)
-    opt = training.FlatAdam(flat, 3e-3, grad_clip=0.05)  # small enough to clip every step
+    opt = step_ops.FlatAdam(flat, 3e-3, grad_clip=0.05)  # small enough to clip every step
     clipped = []
     for step in range(3):
         x, y = tensors.batch(torch.arange(step * 50, step * 50 + 50))
