@@ -8,8 +8,11 @@ Exactly-once *state* under at-least-once delivery: each table value carries, nex
 state, the last input offset applied per topic-partition and a count of processed items. After a
 crash faust replays everything since the last committed offset; records whose offset the stored
 value has already seen are skipped, so nothing is applied or counted twice, whatever the
-interleaving of changelog writes and offset commits. Effects and dead letters may be emitted
-again on replay; their ids are deterministic, so idempotent sinks keep one copy.
+interleaving of changelog writes and offset commits. That guard relies on the worker seeing
+every record of a partition in order, which faust does not always ensure after a restart or a
+rebalance: ``streams.kafka_offsets`` checks it per batch and caps the committed offsets at what
+the twins hold. Effects and dead letters may be emitted again on replay; their ids are
+deterministic, so idempotent sinks keep one copy.
 
 Every input record must be keyed by the patient token (producers pseudonymise at the edge): the
 key chooses the partition, and so the one worker that owns the patient's whole stream. A record
@@ -18,12 +21,14 @@ without a key, or whose content names another patient, is dead-lettered.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +37,9 @@ import faust
 from faust.types import TP
 
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
+from streams.kafka_offsets import OffsetFrontier, OffsetGap
 from streams.kafka_settings import KafkaSettings
-from streams.metrics import observe_batch, set_consumer_lag
+from streams.metrics import observe_batch, observe_forecast, set_consumer_lag
 from streams.pipeline import Outcome, Pipeline
 from twin import TwinConfig, TwinState, apply_many
 from twin.alerting import (
@@ -46,6 +52,7 @@ from twin.alerting import (
     evaluate,
     new_book,
 )
+from twin.effects import ForecastDue, effect_id
 from twin.errors import Reason
 from twin.events import Event
 
@@ -115,16 +122,35 @@ class BatchResult:
     outcome: Outcome = field(default_factory=Outcome)  # the batch as objects, for the sinks
 
 
+def forecast_bytes(fc: Any) -> bytes:
+    """A forecast on the effects topic: ``kind`` "forecast", a deterministic id (patient and
+    slot: a replay re-sends the same id) and the forecaster's record (see the API's reader)."""
+    body = {"v": ENVELOPE_VERSION, "effect_id": effect_id("forecast", fc.patient_id, fc.at_ms)}
+    body.update(fc.to_dict())
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+# Forecasts per forecaster call: bounds the latency one batch adds (64 take ~10-35 ms on a core).
+FORECAST_CHUNK = 256
+
+ForecastFn = Callable[[list[TwinState], list[int]], list[Any]]
+
+
 def process_batch(
     pipeline: Pipeline,
     settings: KafkaSettings,
     events: list[Any],
     load: Callable[[str], Entry],
     policy: AlertPolicy = DEFAULT_POLICY,
+    forecast: ForecastFn | None = None,
 ) -> BatchResult:
     """Pure-ish core of the agent (no faust calls): testable without a broker.
 
     ``load(patient)`` returns that patient's entry; the entries it returns are updated in place.
+    ``forecast(states, slots)`` (e.g. ``models.fastpath.Forecaster.forecast_states``) answers the
+    batch's "forecast due" effects: the patients due are forecast together at the end of the
+    batch, from their new states, and each forecast reaches the patient's alert rules before
+    the state (with its alert book) is written, so a crash replays both or neither.
     """
     topics = settings.topics
     entries: dict[str, Entry] = {}
@@ -215,12 +241,44 @@ def process_batch(
             book, notes = evaluate(book, entry.state, entry.state.watermark_ms, policy)
             alerts.extend((key, notification_bytes(n)) for n in notes)
         entry.alerts = book
+    if forecast is not None:
+        _forecast_due(entries, outcome, forecast, policy, effects, alerts)
     # Only patients with a record applied in this batch. After a crash, a batch may hold nothing
     # but replays (skipped above) for some patient: it has nothing new to store, and no event of
     # its own to pick the changelog partition from (the agent looked it up and crashed with a
     # KeyError; faust then acked the whole batch, so the other patients' records in it were lost).
     changed = {key: entries[key] for key in last_event_of}
     return BatchResult(changed, effects, dead, last_event_of, alerts, outcome)
+
+
+def _forecast_due(
+    entries: dict[str, Entry],
+    outcome: Outcome,
+    forecast: ForecastFn,
+    policy: AlertPolicy,
+    effects: list[tuple[str, bytes]],
+    alerts: list[tuple[str, bytes]],
+) -> None:
+    """Forecast every patient the batch made due (once, at its newest slot)."""
+    due: dict[str, int] = {}
+    for fx in outcome.effects:
+        if isinstance(fx, ForecastDue) and fx.at_ms >= due.get(fx.patient_id, fx.at_ms):
+            due[fx.patient_id] = fx.at_ms
+    todo = [key for key in due if entries[key].state is not None]
+    for a in range(0, len(todo), FORECAST_CHUNK):
+        part = todo[a : a + FORECAST_CHUNK]
+        states = [entries[key].state for key in part]
+        results = forecast([s for s in states if s is not None], [due[key] for key in part])
+        for fc in results:
+            entry = entries[fc.patient_id]
+            assert entry.state is not None
+            effects.append((fc.patient_id, forecast_bytes(fc)))
+            outcome.forecasts.append(fc)
+            book, notes = evaluate(
+                entry.alerts, entry.state, entry.state.watermark_ms, policy, fc.to_forecast_risk()
+            )
+            entry.alerts = book
+            alerts.extend((fc.patient_id, notification_bytes(n)) for n in notes)
 
 
 def _minutes(events: list[Event]) -> list[list[Event]]:
@@ -242,8 +300,10 @@ def make_app(
     *,
     sinks: list[Any] | None = None,
     policy: AlertPolicy = DEFAULT_POLICY,
+    forecaster: Any | None = None,
 ) -> faust.App:
-    """The worker app. ``sinks`` (e.g. ``InfluxSink``) get every batch after its outputs."""
+    """The worker app. ``sinks`` (e.g. ``InfluxSink``) get every batch after its outputs;
+    ``forecaster`` (a ``models.fastpath.Forecaster``) answers the twins' "forecast due"."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -303,8 +363,17 @@ def make_app(
     # policy, systemd, Kubernetes) starts a fresh worker, which recovers from the changelog and
     # resumes from committed offsets; the replay guard keeps that exact.
     progress = {"at": time.monotonic()}
-    processed: dict[TP, int] = {}
     input_topics = {*topics.inputs, topics.alert_commands}
+    frontier = OffsetFrontier(frozenset(input_topics))
+    consumer = app.consumer
+    commit_to_broker = consumer._commit
+
+    async def commit_capped(offsets: Mapping[TP, int]) -> bool:
+        # Private faust hook (pinned 0.15): the one place offsets leave for the broker.
+        capped = frontier.cap(offsets, app.consumer_generation_id)
+        return await commit_to_broker(capped) if capped else True
+
+    consumer._commit = commit_capped  # type: ignore[method-assign]
 
     @app.timer(interval=max(1.0, settings.stall_timeout_s / 6))
     async def watchdog() -> None:
@@ -325,20 +394,21 @@ def make_app(
                 log.warning("watchdog could not read end offsets", exc_info=True)
                 return
         for tp, highwater in ends.items():
-            # Behind means behind the *committed* offset, not what this process handled: a
-            # worker that processed everything but whose commits stopped advancing (also seen
-            # after a restart) would otherwise idle forever with its work never committed.
-            # faust commits acked offsets every commit interval, so when idle they match.
-            done = (committed.get(tp) or 0) - 1
+            # Behind means behind what is in the twins *and* committed: a worker whose commits
+            # stopped advancing (seen after a restart) would otherwise idle forever with its
+            # work uncommitted, and one that faust handed no more records after a gap would
+            # idle with records never applied. When idle and healthy, both reach the end.
+            applied = frontier.next_offset(tp)
+            done = min(committed.get(tp) or 0, applied if applied is not None else 0) - 1
             if highwater is not None and highwater - 1 > done:
                 log.critical(
-                    "no progress for %.0f s while %s is %d records behind (processed up to %d,"
+                    "no progress for %.0f s while %s is %d records behind (applied up to %d,"
                     " committed %d): exiting for a restart",
                     idle,
                     tp,
                     highwater - 1 - done,
-                    processed.get(tp, -1),
-                    done,
+                    -1 if applied is None else applied - 1,
+                    (committed.get(tp) or 0) - 1,
                 )
                 os._exit(STALL_EXIT_CODE)
         progress["at"] = time.monotonic()  # idle but caught up: nothing to worry about
@@ -363,6 +433,14 @@ def make_app(
     # per batch. A failed batch ends the process (see process), so no half-updated entry
     # survives in here.
     decoded: dict[str, tuple[bytes, Entry]] = {}
+    forecast: ForecastFn | None = None
+    if forecaster is not None:
+
+        def forecast(states: list[TwinState], slots: list[int]) -> list[Any]:
+            started = time.monotonic()
+            out: list[Any] = forecaster.forecast_states(states, slots)
+            observe_forecast(time.monotonic() - started)
+            return out
 
     def load(key: str) -> Entry:
         raw = table.get(key.encode())
@@ -371,9 +449,30 @@ def make_app(
             return hit[1]
         return Entry.from_bytes(raw)
 
+    async def start_offset(tp: TP) -> int:
+        """The committed offset this generation's consumer resumed ``tp`` from."""
+        known = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        if known is None:
+            # A fresh process may deliver records before faust's post-recovery seek has read
+            # the committed offsets (seen here): wait for it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(app.tables.recovery.completed.wait(), 60)
+            known = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        if known is None:  # nothing committed (faust also keeps a committed 0 as None)
+            known = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
+        return int(known)
+
     async def _handle(events: list[Any]) -> None:
         started = time.monotonic()
-        res = process_batch(pipeline, settings, events, load, policy)
+        starts = {tp: await start_offset(tp) for tp in frontier.unknown(events)}
+        try:
+            moved = frontier.advance(events, starts)
+        except OffsetGap as gap:
+            # Nothing of this batch is applied or acked: the restart resumes from the committed
+            # offset, which the cap keeps at or before the first missing record.
+            log.critical("%s: exiting for a restart", gap)
+            os._exit(STALL_EXIT_CODE)
+        res = process_batch(pipeline, settings, events, load, policy, forecast)
         values = {key: entry.to_bytes() for key, entry in res.states.items()}
         # Outputs first, and acknowledged by the broker, before the state write. The state
         # value carries the replay guard: once it is in Kafka, a restarted worker skips these
@@ -417,12 +516,9 @@ def make_app(
         for sink in sinks or ():
             sink.write(res.outcome, {})
         observe_batch(res.outcome, time.monotonic() - started, topic="kafka")
+        frontier.adopt(moved)  # the batch's twins are in Kafka: its offsets may be committed
         _observe_lag(events)
         progress["at"] = time.monotonic()
-        for fev in events:
-            msg = fev.message
-            tp = TP(msg.topic, msg.partition)
-            processed[tp] = max(processed.get(tp, -1), msg.offset)
 
     def _observe_lag(events: list[Any]) -> None:
         last: dict[Any, int] = {}

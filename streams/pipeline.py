@@ -39,6 +39,9 @@ class Outcome:
     effects: list[Effect] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     touched: dict[str, TwinState] = field(default_factory=dict)  # patient -> new state
+    # The batch's forecasts (``models.fastpath.PatientForecast``), added by the runtime's
+    # forecast stage before the sinks see the outcome; empty without a forecaster.
+    forecasts: list[Any] = field(default_factory=list)
 
 
 class Pipeline:

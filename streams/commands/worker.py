@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from streams.kafka_settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "default"
 
 
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +37,17 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help="worker data directory (VITALTWIN_DATA_DIR)")
     p.add_argument("--loglevel", default="warning")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help="forecaster checkpoint (the shipped one by default; VITALTWIN_CHECKPOINT)",
+    )
+    p.add_argument(
+        "--no-forecast",
+        action="store_true",
+        help="run without the TFT forecaster (VITALTWIN_FORECAST=0); twins still say when due",
+    )
     from streams.influx import add_influx_arguments
     from streams.webhooks.config import add_webhook_arguments
 
@@ -41,9 +56,20 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def load_forecaster(args: argparse.Namespace) -> Any | None:
+    """The worker's forecaster, or None when switched off (flag or environment)."""
+    if args.no_forecast or os.environ.get("VITALTWIN_FORECAST", "1").lower() in ("0", "false"):
+        log.info("forecasting off: forecast-due effects are emitted but not answered")
+        return None
+    from models.fastpath import Forecaster
 
+    checkpoint = Path(os.environ.get("VITALTWIN_CHECKPOINT", args.checkpoint))
+    # One torch thread: the worker is one event loop, and a second worker process on the same
+    # host scales better than intra-op threads at these batch sizes (see var/bench/forecast).
+    return Forecaster.load(checkpoint, threads=1)
+
+
+def run(args: argparse.Namespace) -> int:
     import faust
 
     from streams.influx import influx_sink_from_args
@@ -58,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     )
     ensure_topics(settings)
     influx = influx_sink_from_args(args)
-    app = make_app(settings, sinks=[] if influx is None else [influx])
+    app = make_app(
+        settings, sinks=[] if influx is None else [influx], forecaster=load_forecaster(args)
+    )
     if args.metrics_port:
         serve_metrics(args.metrics_port)
     webhooks = webhook_config_from_args(args)

@@ -105,7 +105,7 @@ def test_worker_end_to_end_smoke(
 
             worker.start()
             try:
-                wait_caught_up(kafka_admin, kafka_bootstrap, settings, 90, lambda: worker.alive)
+                wait_caught_up(kafka_admin, kafka_bootstrap, settings, 90, worker.supervised)
                 expected, entries, dls = check_against_replay(kafka_bootstrap, topics, items)
                 # The twin-state topic is the table's changelog (what entries came from above):
                 # the worker keeps no second copy of every state in a changelog of its own.

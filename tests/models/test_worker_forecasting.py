@@ -1,0 +1,148 @@
+"""The Kafka worker's batch core answers "forecast due" with the TFT, as the embedded runtime does.
+
+``streams.kafka_app.process_batch`` is driven with faust-shaped records (no broker needed): the
+patients a batch makes due are forecast at the end of it, the forecasts leave on the effects
+topic with deterministic ids, reach the patients' alert books (written with the twin), and
+become InfluxDB points in the measurements the Grafana dashboards query.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from models.fastpath import Forecaster
+from models.features import FeatureSpec
+from streams.influx import SCHEMA, forecast_lines
+from streams.ingress import Ingress
+from streams.kafka_app import Entry, process_batch
+from streams.kafka_settings import KafkaSettings
+from streams.pipeline import Pipeline
+from twin.effects import ForecastDue, effect_id
+
+T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: float
+    generation_id: int = 1
+
+
+@dataclass
+class FaustEvent:
+    message: Message
+
+
+def records(settings: KafkaSettings, patients: list[str], minutes: int) -> list[FaustEvent]:
+    out = []
+    for m in range(minutes):
+        at = T0 + timedelta(minutes=m)
+        for p, pid in enumerate(patients):
+            samples = [
+                {
+                    "patient_id": pid,
+                    "device_id": f"dev-{p}",
+                    "code": code,
+                    "value": value,
+                    "unit": unit,
+                    "observed_at": at.isoformat(),
+                }
+                for code, value, unit in (
+                    ("8867-4", 80 + (m + 7 * p) % 15, "/min"),
+                    ("59408-5", 96, "%"),
+                    ("9279-1", 17, "/min"),
+                )
+            ]
+            msg = Message(
+                settings.topics.wearable,
+                p,
+                m,
+                pid.encode(),
+                json.dumps({"samples": samples}).encode(),
+                (at + timedelta(seconds=5)).timestamp(),
+            )
+            out.append(FaustEvent(msg))
+    return out
+
+
+def test_worker_batches_forecast_due_patients_into_effects_alerts_and_sinks(
+    trained: Path, spec: FeatureSpec
+) -> None:
+    settings = KafkaSettings(topic_prefix="t")
+    patients = ["tok-a", "tok-b"]
+    entries: dict[str, Entry] = {}
+    calls: list[int] = []
+    forecaster = Forecaster.load(trained, spec)
+
+    def forecast(states, slots):  # type: ignore[no-untyped-def]
+        calls.append(len(states))
+        return forecaster.forecast_states(states, slots)
+
+    def load(key: str) -> Entry:
+        return entries.setdefault(key, Entry())
+
+    pipeline = Pipeline(Ingress())
+    events = records(settings, patients, 40)
+    first = process_batch(pipeline, settings, events[:20], load, forecast=forecast)
+    assert calls == []  # 10 minutes: no forecast slot crossed yet
+    assert first.outcome.forecasts == []
+
+    # Crosses 08:15 and 08:30: one forecast per patient, at 08:30.
+    res = process_batch(pipeline, settings, events[20:], load, forecast=forecast)
+    due = {fx.patient_id: fx.at_ms for fx in res.outcome.effects if isinstance(fx, ForecastDue)}
+    assert set(due) == set(patients)
+    assert calls == [2]  # both patients in one forecaster call, once each
+    by_patient = {fc.patient_id: fc for fc in res.outcome.forecasts}
+    assert set(by_patient) == set(patients)
+    for pid, fc in by_patient.items():
+        assert fc.at_ms == due[pid] == int((T0 + timedelta(minutes=30)).timestamp() * 1000)
+        book = res.states[pid].alerts
+        assert book is not None
+        assert book.forecast is not None
+        assert book.forecast.made_at_ms == fc.at_ms  # stored with the twin: atomic on replay
+
+    sent = [json.loads(value) for key, value in res.effects if b'"forecast"' in value]
+    forecasts = [r for r in sent if r["kind"] == "forecast"]
+    assert {r["patient_id"] for r in forecasts} == set(patients)
+    for r in forecasts:
+        assert r["effect_id"] == effect_id("forecast", r["patient_id"], r["at_ms"])
+        assert set(r["risk"]) == {str(float(h)) for h in spec.risk_horizons_h}
+        assert set(r["quantiles"]) == set(spec.targets)
+
+    lines = forecast_lines(by_patient["tok-a"])
+    fields = {
+        kv.split("=")[0]
+        for line in lines
+        if line.startswith("forecasts,")
+        for kv in line.split(" ")[1].split(",")
+    }
+    assert fields == set(SCHEMA["forecasts"]["fields"])  # p02 ... p98: what Grafana plots
+    steps = by_patient["tok-a"].quantile_array.shape[1]
+    assert sum(line.startswith("forecasts,") for line in lines) == len(spec.targets) * steps
+    risk = [line for line in lines if line.startswith("risk,")]
+    assert len(risk) == len(spec.risk_horizons_h)
+    assert all(line.endswith(f" {by_patient['tok-a'].at_ms}") for line in lines)
+    assert any("horizon_h=6 " in line or "horizon_h=6," in line for line in risk)
+
+
+def test_worker_without_forecaster_leaves_due_unanswered(trained: Path) -> None:
+    settings = KafkaSettings(topic_prefix="t")
+    entries: dict[str, Entry] = {}
+    res = process_batch(
+        Pipeline(Ingress()),
+        settings,
+        records(settings, ["tok-a"], 40),
+        lambda k: entries.setdefault(k, Entry()),
+    )
+    assert any(isinstance(fx, ForecastDue) for fx in res.outcome.effects)
+    assert res.outcome.forecasts == []
+    assert res.states["tok-a"].alerts is not None
+    assert res.states["tok-a"].alerts.forecast is None
