@@ -47,6 +47,7 @@ class ForecastStage:
         if results:
             metrics.observe_forecast(time.monotonic() - started)
             self._deliver(results, states)
+            outcome.forecasts.extend(results)  # hooks run before the sinks: they write these
 
     def flush(self, states: Mapping[str, TwinState]) -> None:
         """Forecast whatever is still queued (at shutdown: nothing due is left unanswered)."""

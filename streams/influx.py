@@ -17,6 +17,7 @@ are validated against it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -115,6 +116,8 @@ def outcome_lines(outcome: Outcome) -> list[str]:
                     fx.at_ms,
                 )
             )
+    for fc in outcome.forecasts:
+        lines.extend(forecast_lines(fc))
     dead_by_reason: dict[tuple[str, str], int] = {}
     for dl in outcome.dead:
         key = (dl.reason, dl.kind)
@@ -124,6 +127,37 @@ def outcome_lines(outcome: Outcome) -> list[str]:
         lines.append(
             line("dead_letters", {"reason": reason, "source_kind": kind}, {"count": count}, t)
         )
+    return lines
+
+
+def forecast_lines(fc: Any) -> list[str]:
+    """A ``models.fastpath.PatientForecast`` as ``forecasts`` and ``risk`` points.
+
+    Timestamped by when the forecast was made (its slot), tagged by horizon: a forecast
+    re-made for the same slot after a crash overwrites its points, and "the latest forecast"
+    is the last point per horizon, whatever the dashboard's time range.
+    """
+    fields_of = [f"p{round(level * 100):02d}" for level in fc.quantile_levels]
+    q = fc.quantile_array
+    lines: list[str] = []
+    for k, target in enumerate(fc.targets):
+        for step in range(q.shape[1]):
+            horizon = str((step + 1) * fc.step_minutes)
+            values = {
+                name: float(q[k, step, j])
+                for j, name in enumerate(fields_of)
+                if math.isfinite(float(q[k, step, j]))
+            }
+            if values:
+                tags = {"patient": fc.patient_id, "signal": target, "horizon_min": horizon}
+                lines.append(line("forecasts", tags, values, fc.at_ms))
+    for h, p in fc.risk.items():
+        values = {"probability": float(p)}
+        for name, bound in (("lower", fc.risk_low.get(h)), ("upper", fc.risk_high.get(h))):
+            if bound is not None and math.isfinite(float(bound)):
+                values[name] = float(bound)
+        tags = {"patient": fc.patient_id, "horizon_h": f"{float(h):g}"}
+        lines.append(line("risk", tags, values, fc.at_ms))
     return lines
 
 

@@ -34,8 +34,10 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 
 from streams.influx import SCHEMA, InfluxConfig, InfluxSink, InfluxWriteError, line, outcome_lines
@@ -57,8 +59,12 @@ FIELD_TYPES = {
     "qsofa": "LONG",
     "count": "LONG",
     "band": "VARCHAR",
+    **{f"p{q:02d}": "DOUBLE" for q in (2, 10, 25, 50, 75, 90, 98)},
+    "probability": "DOUBLE",
+    "lower": "DOUBLE",
+    "upper": "DOUBLE",
 }
-TABLES = ("vitals", "scores", "alert_candidates", "dead_letters")
+TABLES = ("vitals", "scores", "alert_candidates", "dead_letters", "forecasts", "risk")
 
 T = TypeVar("T")
 
@@ -414,3 +420,43 @@ def test_each_batch_writes_a_pipeline_health_point(questdb_tables: str) -> None:
     assert got == [
         {"events": len(outcome.events), "effects": len(outcome.effects), "dead_letters": 0}
     ]
+
+
+def test_forecasts_arrive_as_the_points_the_dashboards_query(questdb_tables: str) -> None:
+    """Quantile trajectories per signal and horizon, and risk by horizon with its interval,
+    at the forecast's slot time (the patient-detail and ward dashboards read these)."""
+    url = questdb_tables
+    pid = patient()
+    at = T0_MS + 15 * 60_000
+    levels = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98)
+    q = np.zeros((2, 3, len(levels)), dtype=np.float32)
+    for k, base in enumerate((80.0, 96.0)):
+        for step in range(3):
+            q[k, step] = [base + step + spread for spread in (-4, -2, -1, 0, 1, 2, 4)]
+    fc = SimpleNamespace(
+        patient_id=pid,
+        at_ms=at,
+        step_minutes=60,
+        targets=("heart_rate", "spo2"),
+        quantile_levels=levels,
+        quantile_array=q,
+        risk={1.0: 0.02, 6.0: 0.25},
+        risk_low={1.0: 0.01, 6.0: 0.2},
+        risk_high={1.0: 0.03, 6.0: 0.3},
+    )
+    write_and_close(url, Outcome(forecasts=[fc]), {})
+    wait_applied(url, "forecasts", "risk")
+    got = sorted(
+        (r["signal"], int(r["horizon_min"]), r["p02"], r["p50"], r["p98"], ts_ms(r["timestamp"]))
+        for r in rows(url, f"SELECT * FROM forecasts WHERE patient = '{pid}'")
+    )
+    assert got == sorted(
+        (sig, 60 * (step + 1), base + step - 4, base + step, base + step + 4, at)
+        for sig, base in (("heart_rate", 80.0), ("spo2", 96.0))
+        for step in range(3)
+    )
+    risk = sorted(
+        (r["horizon_h"], r["probability"], r["lower"], r["upper"], ts_ms(r["timestamp"]))
+        for r in rows(url, f"SELECT * FROM risk WHERE patient = '{pid}'")
+    )
+    assert risk == [("1", 0.02, 0.01, 0.03, at), ("6", 0.25, 0.2, 0.3, at)]
