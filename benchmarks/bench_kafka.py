@@ -400,6 +400,11 @@ def latency(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             settings.app_id,
             "--data-dir",
             str(tmp / "worker"),
+            # Off: the offered stream's event time runs 250-500x faster than the wall clock
+            # (200 patients, one sample per signal-minute), so forecasts (every 15 event
+            # minutes) would fall due that much more often than on a ward. The forecaster's
+            # cost is measured by bench_forecast.py.
+            "--no-forecast",
         ],
         cwd=REPO,
         env=env,
