@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_ships_the_checkpoint_dashboards_and_type_marker(tmp_path: Path) -> None:
+    # From a copy: an in-tree build reuses build/lib, which may hold files the current
+    # configuration would no longer package.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for package in ("twin", "models", "simulators", "streams", "dashboards"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [*pip, "-w", str(tmp_path), str(REPO)],
+        [*pip, "-w", str(tmp_path), str(src)],
         check=True,
         capture_output=True,
         timeout=300,
