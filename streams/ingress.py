@@ -9,6 +9,12 @@ Every item ends up either processed or dead-lettered: ``processed + dead_lettere
 Dead letters keep the payload as this stage saw it: pseudonymised when it could be decoded
 (no identifier leaves the edge), the original bytes when it could not (then it may hold
 identifiers, which is why the dead-letter store sits with the pseudonym store's protection).
+
+The columnar lane (``decode_columnar``): a wearable record whose samples are all plain, valid
+vital samples of one patient comes back as one ``twin.VitalBatch`` (``result.batches``) instead
+of an event per sample, for ``twin.apply_samples``; any other record, or one the lane cannot
+prove plain, goes whole through the per-sample path, so rejection reasons, dead-letter ids and
+payloads are exactly those of ``decode``. Either way ``items`` and ``dead`` account alike.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 from streams.fhir import events_from_fhir
 from streams.pseudonym import Pseudonymiser
+from twin.batch import VitalBatch, read_vital_samples
 from twin.errors import InvalidEvent, Reason
 from twin.events import Event, parse_event, to_ms
 
@@ -63,6 +70,12 @@ class IngressResult:
     events: list[Event] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     items: int = 0
+    # ``decode_columnar`` only: the record's samples as one batch, in place of ``events``
+    batches: list[VitalBatch] = field(default_factory=list)
+
+    def patient_ids(self) -> set[str]:
+        """The patients the record's events and batches belong to."""
+        return {e.patient_id for e in self.events} | {b.patient_id for b in self.batches}
 
 
 @dataclass(slots=True)
@@ -161,6 +174,50 @@ class Ingress:
             self._fhir(decoded, received_at, position, result, reject)
         return result
 
+    def decode_columnar(
+        self,
+        kind: SourceKind,
+        raw: bytes | Mapping[str, Any] | list[Any],
+        *,
+        received_at: datetime,
+        source: str,
+        position: str | None = None,
+    ) -> IngressResult:
+        """Like ``decode``, but plain wearable samples come back as one ``VitalBatch``.
+
+        When the lane takes the record, ``result.batches`` holds one batch, ``events`` and
+        ``dead`` are empty and ``items`` is its number of samples, and ``batches[0].events()``
+        are the events ``decode`` would have returned. Otherwise the result is ``decode``'s
+        (which parses the JSON again: that is the price of an unusual record).
+        """
+        if kind is SourceKind.WEARABLE:
+            batch = self._batch(raw, received_at)
+            if batch is not None:
+                return IngressResult(items=len(batch), batches=[batch])
+        return self.decode(kind, raw, received_at=received_at, source=source, position=position)
+
+    def _batch(
+        self, raw: bytes | Mapping[str, Any] | list[Any], received_at: datetime
+    ) -> VitalBatch | None:
+        """The lane: the record's samples as ``decode`` would validate them, as one batch."""
+        if isinstance(raw, bytes):
+            if len(raw) > self.max_record_bytes:
+                return None
+            try:
+                decoded: Any = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                return None
+        else:
+            decoded = raw
+        samples = _samples_of(decoded)
+        if self.pseudonymiser is not None:
+            if not all(isinstance(s, dict) for s in samples):
+                return None
+            # As in ``_wearable``, identifiers are replaced before validation. The pseudonymiser
+            # sees no ``type`` key here; it rewrites identifiers only, so that cannot matter.
+            samples = [self.pseudonymiser.sample(s) for s in samples]
+        return read_vital_samples(samples, received_at)
+
     def _wearable(
         self,
         decoded: Any,
@@ -169,12 +226,7 @@ class Ingress:
         result: IngressResult,
         reject: Any,
     ) -> None:
-        if isinstance(decoded, dict) and isinstance(decoded.get("samples"), list):
-            samples: list[Any] = decoded["samples"]
-        elif isinstance(decoded, list):
-            samples = decoded
-        else:
-            samples = [decoded]
+        samples = _samples_of(decoded)
         for i, sample in enumerate(samples):
             result.items += 1
             pos = position if len(samples) == 1 else f"{position or ''}#{i}"
@@ -218,6 +270,16 @@ class Ingress:
             result.events.extend(events_from_fhir(decoded, received_at=received_at))
         except InvalidEvent as exc:
             reject(exc.reason, exc.detail, _dump(decoded), position)
+
+
+def _samples_of(decoded: Any) -> list[Any]:
+    """A wearable record's samples: ``{"samples": [...]}``, a JSON list, or one sample."""
+    if isinstance(decoded, dict) and isinstance(decoded.get("samples"), list):
+        samples: list[Any] = decoded["samples"]
+        return samples
+    if isinstance(decoded, list):
+        return decoded
+    return [decoded]
 
 
 def _dump(value: Any) -> bytes:

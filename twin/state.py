@@ -103,8 +103,9 @@ class TwinState:
             (len(WINDOW_CHANNELS), config.window_bins), np.nan, dtype=np.float32
         )
         self.closed_upto = -1  # absolute bin index: bins below it are closed (in the ring)
-        # open bins: (absolute bin * n_channels + channel) -> [fixed-point sum, count]
-        self.open_bins: dict[int, list[int]] = {}
+        # open bins: (absolute bin * n_channels + channel) -> (fixed-point sum, count); tuples,
+        # replaced on update, so that a copy of the state need not copy each bin
+        self.open_bins: dict[int, tuple[int, int]] = {}
         # id hash -> observed ms, for events whose bin is still open (older ones are "late")
         self.seen: dict[int, int] = {}
         # static covariates, all newest-wins by (observed ms, id hash)
@@ -242,7 +243,7 @@ class TwinState:
         ring = np.frombuffer(raw, dtype="<f4").astype(np.float32)
         st.ring = ring.reshape(n_ch, n_bins).copy()
         st.closed_upto = data["closed_upto"]
-        st.open_bins = {k: [s, c] for k, s, c in data["open_bins"]}
+        st.open_bins = {k: (s, c) for k, s, c in data["open_bins"]}
         st.seen = dict(data["seen"])
         st.demographics = _opt_tuple(data["demographics"])
         st.conditions = {c: (v[0], v[1], v[2]) for c, v in data["conditions"].items()}
@@ -267,19 +268,37 @@ class TwinState:
         return cls.from_dict(json.loads(data))
 
     def copy(self) -> TwinState:
+        # Slot by slot, written out: a getattr/setattr loop over the slots (and a list to copy
+        # per open bin) cost three times as much, and the Kafka worker copies a twin for every
+        # minute of samples it folds. The transition mutates the dicts and the ring in place, so
+        # a copy owns its own; tuples and the score dicts (always replaced whole) are shared.
         new = TwinState.__new__(TwinState)
-        for name in TwinState.__slots__:
-            setattr(new, name, getattr(self, name))
-        # The transition mutates these containers in place, so a copy owns its own; tuples and
-        # the score dicts (always replaced whole) are shared safely.
-        new.ring = self.ring.copy()
-        new.open_bins = {k: v.copy() for k, v in self.open_bins.items()}
-        new.seen = self.seen.copy()
-        new.latest = self.latest.copy()
-        new.labs_issued_ms = self.labs_issued_ms.copy()
+        new._valid_until_ms = self._valid_until_ms
+        new.artifact_count = self.artifact_count
         new.artifacts = self.artifacts.copy()
+        new.bin_ms = self.bin_ms
+        new.closed_upto = self.closed_upto
         new.conditions = self.conditions.copy()
+        new.demographics = self.demographics
+        new.encounter_admit = self.encounter_admit
+        new.encounter_discharge = self.encounter_discharge
+        new.labs_issued_ms = self.labs_issued_ms.copy()
+        new.late_count = self.late_count
+        new.latest = self.latest.copy()
         new.medications = self.medications.copy()
+        new.news2_band = self.news2_band
+        new.news2_missing = self.news2_missing
+        new.news2_points = self.news2_points
+        new.news2_total = self.news2_total
+        new.open_bins = self.open_bins.copy()
+        new.oxygen = self.oxygen
+        new.patient_id = self.patient_id
+        new.qsofa_points = self.qsofa_points
+        new.qsofa_total = self.qsofa_total
+        new.ring = self.ring.copy()
+        new.seen = self.seen.copy()
+        new.spo2_target = self.spo2_target
+        new.watermark_ms = self.watermark_ms
         return new
 
     def __eq__(self, other: object) -> bool:
