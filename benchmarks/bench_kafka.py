@@ -231,7 +231,7 @@ class PhaseTimers:
         kafka_app.process_batch = batch  # type: ignore[assignment]
         self._undo.append(lambda: setattr(kafka_app, "process_batch", original))
         self.wrap(kafka_app, "process_batch", "process_batch (decode + apply + bookkeeping)")
-        self.wrap(Ingress, "decode", "ingress decode (JSON + pydantic)")
+        self.wrap(Ingress, "decode_columnar", "ingress decode (JSON + validation)")
         self.wrap(kafka_app, "apply_many", "twin apply_many")
         self.wrap(kafka_app.Entry, "to_bytes", "Entry.to_bytes (state JSON)")
         self.wrap(kafka_app.Entry, "from_bytes", "Entry.from_bytes (table read)")

@@ -146,7 +146,7 @@ class EmbeddedRuntime:
             hook(outcome, self.states)
         self.store.commit_batch(
             states=outcome.touched,
-            events=outcome.events,
+            readings=outcome.readings(),
             effects=outcome.effects,
             dead=outcome.dead,
             positions={} if position is None else {self.source.name: position},
@@ -161,7 +161,7 @@ class EmbeddedRuntime:
         st = self.stats
         st.batches += 1
         st.records += len(batch)
-        st.events += len(outcome.events)
+        st.events += outcome.n_events
         st.effects += len(outcome.effects)
         st.dead_letters += len(outcome.dead)
         if batch:

@@ -28,7 +28,6 @@ from streams.errors import StreamsError
 from streams.pipeline import Outcome
 from twin import TwinState
 from twin.effects import AlertCandidate, ScoreChanged
-from twin.events import LabResult, VitalSample
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +86,10 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, Any], t_ms: i
 def outcome_lines(outcome: Outcome) -> list[str]:
     """The points a processed micro-batch produces."""
     lines: list[str] = []
-    for ev in outcome.events:
-        if (isinstance(ev, VitalSample) and ev.artifact() is None) or isinstance(ev, LabResult):
-            lines.append(
-                line(
-                    "vitals",
-                    {"patient": ev.patient_id, "signal": ev.sig.value},
-                    {"value": float(ev.value)},
-                    ev.t_ms,
-                )
-            )
+    for patient, signal, t_ms, value in outcome.readings():
+        lines.append(
+            line("vitals", {"patient": patient, "signal": signal}, {"value": float(value)}, t_ms)
+        )
     for fx in outcome.effects:
         if isinstance(fx, ScoreChanged):
             lines.append(
@@ -246,7 +239,7 @@ class InfluxSink:
             "pipeline",
             {"runtime": self.runtime},
             {
-                "events": len(outcome.events),
+                "events": outcome.n_events,
                 "effects": len(outcome.effects),
                 "dead_letters": len(outcome.dead),
             },

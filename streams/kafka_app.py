@@ -40,8 +40,8 @@ from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead
 from streams.kafka_offsets import OffsetFrontier, OffsetGap
 from streams.kafka_settings import KafkaSettings
 from streams.metrics import observe_batch, observe_forecast, set_consumer_lag
-from streams.pipeline import Outcome, Pipeline
-from twin import TwinConfig, TwinState, apply_many
+from streams.pipeline import Outcome, Part, Pipeline
+from twin import TwinConfig, TwinState, apply_many, minute_runs
 from twin.alerting import (
     DEFAULT_POLICY,
     AlertBook,
@@ -54,7 +54,6 @@ from twin.alerting import (
 )
 from twin.effects import ForecastDue, effect_id
 from twin.errors import Reason
-from twin.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ def process_batch(
     """
     topics = settings.topics
     entries: dict[str, Entry] = {}
-    per_patient: dict[str, list[Event]] = {}
+    per_patient: dict[str, list[Part]] = {}
     commands: dict[str, list[AlertCommand]] = {}
     dead_objects: list[DeadLetter] = []
     dead: list[tuple[str | None, bytes]] = []
@@ -196,10 +195,10 @@ def process_batch(
             if key is not None and cmd.patient_id == key:
                 commands.setdefault(key, []).append(cmd)
             continue
-        result = pipeline.ingress.decode(
+        result = pipeline.ingress.decode_columnar(
             kind, msg.value, received_at=received_at, source=msg.topic, position=position
         )
-        if result.events and (key is None or any(e.patient_id != key for e in result.events)):
+        if (result.events or result.batches) and (key is None or result.patient_ids() != {key}):
             # The key routed this record to the owner of another patient (or to no owner):
             # applying it would corrupt a twin, so the whole record is one dead item.
             reason = Reason.MISSING_ELEMENT if key is None else Reason.PATIENT_MISMATCH
@@ -215,7 +214,7 @@ def process_batch(
         pipeline.accounting.add(result)
         if key is not None:
             entries[key].items += result.items - len(result.dead)
-            per_patient.setdefault(key, []).extend(result.events)
+            per_patient.setdefault(key, []).extend(result.batches or result.events)
         dead.extend((key, dead_letter_bytes(dl)) for dl in result.dead)
         dead_objects.extend(result.dead)
     effects: list[tuple[str, bytes]] = []
@@ -228,10 +227,10 @@ def process_batch(
             book, _ = apply_command(book or new_book(key), cmd)
         # Apply a minute of event time at a time and evaluate the alert policy after each:
         # pending periods and repeats then follow event time, however the batch was cut.
-        for chunk in _minutes(per_patient.get(key, [])):
+        for chunk in minute_runs(per_patient.get(key, [])):
             entry.state, fx = apply_many(entry.state, chunk, pipeline.config)
             effects.extend((key, effect_bytes(e)) for e in fx)
-            outcome.events.extend(chunk)
+            outcome.parts.extend(chunk)
             outcome.effects.extend(fx)
             assert entry.state is not None
             book, notes = evaluate(book, entry.state, entry.state.watermark_ms, policy)
@@ -279,19 +278,6 @@ def _forecast_due(
             )
             entry.alerts = book
             alerts.extend((fc.patient_id, notification_bytes(n)) for n in notes)
-
-
-def _minutes(events: list[Event]) -> list[list[Event]]:
-    """Consecutive runs of events within one minute of event time (arrival order kept)."""
-    chunks: list[list[Event]] = []
-    minute = None
-    for ev in events:
-        m = ev.t_ms // 60_000
-        if m != minute or not chunks:
-            chunks.append([])
-            minute = m
-        chunks[-1].append(ev)
-    return chunks
 
 
 def make_app(

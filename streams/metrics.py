@@ -99,8 +99,8 @@ API_REQUESTS = Counter(
 
 def observe_batch(outcome: Any, batch_seconds: float, *, topic: str = "embedded") -> None:
     """One committed micro-batch (a ``streams.pipeline.Outcome``)."""
-    EVENTS.labels(topic).inc(len(outcome.events))
-    RECORDS.labels(topic).inc(len(outcome.events) + len(outcome.dead))
+    EVENTS.labels(topic).inc(outcome.n_events)
+    RECORDS.labels(topic).inc(outcome.n_events + len(outcome.dead))
     kinds: dict[str, int] = {}
     for fx in outcome.effects:
         kinds[fx.kind] = kinds.get(fx.kind, 0) + 1

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.ingress import Accounting, DeadLetter, Ingress, SourceKind
-from twin import TwinConfig, TwinState, apply_many
+from twin import TwinConfig, TwinState, VitalBatch, apply_many, readings
 from twin.effects import Effect
 from twin.errors import InvalidEvent
 from twin.events import Event
@@ -33,15 +33,30 @@ class Record:
     position: str | None = None
 
 
+# What a batch applies, in arrival order: events, and whole records of plain vital samples
+# read by the columnar lane (``Ingress.decode_columnar``) without one object per sample.
+Part = Event | VitalBatch
+
+
 @dataclass(slots=True)
 class Outcome:
-    events: list[Event] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     touched: dict[str, TwinState] = field(default_factory=dict)  # patient -> new state
     # The batch's forecasts (``models.fastpath.PatientForecast``), added by the runtime's
     # forecast stage before the sinks see the outcome; empty without a forecaster.
     forecasts: list[Any] = field(default_factory=list)
+
+    @property
+    def n_events(self) -> int:
+        """Input events applied (a batch counts its samples)."""
+        return sum(len(p) if isinstance(p, VitalBatch) else 1 for p in self.parts)
+
+    def readings(self) -> list[tuple[str, str, int, float]]:
+        """(patient, signal, t_ms, value) of every scorable sample and lab: what vitals sinks
+        store, in arrival order (last write wins for a repeated key)."""
+        return readings(self.parts)
 
 
 class Pipeline:
@@ -50,11 +65,11 @@ class Pipeline:
         self.config = config or TwinConfig()
         self.accounting = Accounting()
 
-    def decode(self, records: Iterable[Record]) -> tuple[list[Event], list[DeadLetter]]:
-        events: list[Event] = []
+    def decode(self, records: Iterable[Record]) -> tuple[list[Part], list[DeadLetter]]:
+        parts: list[Part] = []
         dead: list[DeadLetter] = []
         for rec in records:
-            res = self.ingress.decode(
+            res = self.ingress.decode_columnar(
                 rec.kind,
                 rec.payload,
                 received_at=rec.received_at,
@@ -62,17 +77,17 @@ class Pipeline:
                 position=rec.position,
             )
             self.accounting.add(res)
-            events.extend(res.events)
+            parts.extend(res.batches or res.events)
             dead.extend(res.dead)
-        return events, dead
+        return parts, dead
 
     def fold(
-        self, events: list[Event], states: MutableMapping[str, TwinState]
+        self, parts: list[Part], states: MutableMapping[str, TwinState]
     ) -> tuple[list[Effect], dict[str, TwinState]]:
         """Apply events patient by patient (arrival order kept within each patient)."""
-        by_patient: dict[str, list[Event]] = {}
-        for ev in events:
-            by_patient.setdefault(ev.patient_id, []).append(ev)
+        by_patient: dict[str, list[Part]] = {}
+        for part in parts:
+            by_patient.setdefault(part.patient_id, []).append(part)
         effects: list[Effect] = []
         touched: dict[str, TwinState] = {}
         for pid, evs in by_patient.items():
@@ -88,6 +103,6 @@ class Pipeline:
         return effects, touched
 
     def handle(self, records: Iterable[Record], states: MutableMapping[str, TwinState]) -> Outcome:
-        events, dead = self.decode(records)
-        effects, touched = self.fold(events, states)
-        return Outcome(events=events, effects=effects, dead=dead, touched=touched)
+        parts, dead = self.decode(records)
+        effects, touched = self.fold(parts, states)
+        return Outcome(parts=parts, effects=effects, dead=dead, touched=touched)

@@ -21,7 +21,6 @@ from streams.ingress import Accounting, DeadLetter
 from streams.sqlite_file import SqliteFile
 from twin import TwinState
 from twin.effects import Effect, ScoreChanged
-from twin.events import Event, LabResult, VitalSample
 
 SCHEMA_VERSION = 1
 
@@ -83,7 +82,7 @@ class SqliteStore(SqliteFile):
         self,
         *,
         states: dict[str, TwinState],
-        events: Iterable[Event],
+        readings: Iterable[tuple[str, str, int, float]],
         effects: Iterable[Effect],
         dead: Iterable[DeadLetter],
         positions: dict[str, str],
@@ -100,12 +99,7 @@ class SqliteStore(SqliteFile):
             )
             db.executemany(
                 "INSERT OR REPLACE INTO vitals VALUES (?, ?, ?, ?)",
-                [
-                    (e.patient_id, e.sig.value, e.t_ms, e.value)
-                    for e in events
-                    if isinstance(e, VitalSample | LabResult)
-                    and not (isinstance(e, VitalSample) and e.artifact())
-                ],
+                list(readings),  # (patient, signal, t_ms, value): twin.readings
             )
             fx_rows = []
             score_rows = []

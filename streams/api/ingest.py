@@ -34,6 +34,7 @@ from streams.api.models import DeadLetterOut, IngestReceipt
 from streams.ingress import Ingress, IngressResult, SourceKind
 from streams.pipeline import Outcome, Pipeline, Record
 from streams.sqlite_store import SqliteStore
+from twin import readings
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,14 @@ class StoreIngestor:
             effects, touched = self.pipeline.fold(events, states)
             self.store.commit_batch(
                 states=touched,
-                events=events,
+                readings=readings(events),
                 effects=effects,
                 dead=dead,
                 positions={},
                 accounting=self.pipeline.accounting,
             )
         result = IngressResult(events=events, dead=dead, items=items)
-        outcome = Outcome(events=events, effects=effects, dead=dead, touched=touched)
+        outcome = Outcome(parts=list(events), effects=effects, dead=dead, touched=touched)
         metrics.observe_batch(outcome, time.monotonic() - started, topic=source_name(kind))
         metrics.observe_event_to_effect(time.monotonic() - started)
         for hook in self.on_commit:

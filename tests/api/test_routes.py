@@ -347,7 +347,7 @@ def test_runtime_inbox_validates_now_and_hands_records_to_the_runtime(ward: Ward
     assert inbox.drain() == []
     # What the runtime does with them: the same events and the same dead-letter id.
     outcome = ward.pipeline.handle(records, {})
-    assert [e.patient_id for e in outcome.events] == [ward.token("MRN-INBOX")]
+    assert [p.patient_id for p in outcome.parts] == [ward.token("MRN-INBOX")]
     assert [d.dead_letter_id for d in outcome.dead] == [dl_id]
 
 

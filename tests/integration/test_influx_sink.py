@@ -203,7 +203,7 @@ def twin_outcome(pids: list[str]) -> tuple[Outcome, dict[str, TwinState]]:
         events, _ = deteriorating(pid, offset=float(n))
         state, effects = apply_many(None, events)
         assert state is not None
-        outcome.events.extend(events)
+        outcome.parts.extend(events)
         outcome.effects.extend(effects)
         outcome.touched[pid] = states[pid] = state
     return outcome, states
@@ -392,7 +392,7 @@ def test_back_pressure_with_tiny_max_pending_loses_nothing(questdb_tables: str) 
             sample(pid, Signal.HEART_RATE, 60.0 + (w * per_write + i) % 80, (w * per_write + i))
             for i in range(per_write)
         ]
-        sink.write_lines(outcome_lines(Outcome(events=events)))
+        sink.write_lines(outcome_lines(Outcome(parts=list(events))))
         # write() blocks while more than max_pending lines are unconfirmed, so in flight there
         # are never more than max_pending plus the batch just handed over.
         highest = max(highest, sink._pending)
@@ -417,9 +417,7 @@ def test_each_batch_writes_a_pipeline_health_point(questdb_tables: str) -> None:
     sink.close()
     sql = f"SELECT events, effects, dead_letters FROM pipeline WHERE runtime = '{sink.runtime}'"
     got = poll(lambda: rows(url, sql), bool, "pipeline point")
-    assert got == [
-        {"events": len(outcome.events), "effects": len(outcome.effects), "dead_letters": 0}
-    ]
+    assert got == [{"events": outcome.n_events, "effects": len(outcome.effects), "dead_letters": 0}]
 
 
 def test_forecasts_arrive_as_the_points_the_dashboards_query(questdb_tables: str) -> None:
