@@ -10,11 +10,14 @@ Layout (one job per module; import the module you need, this package imports not
 - ``network`` / ``losses`` / ``batches``: the TFT built from a spec, its masked multi-target
   quantile loss, and the cheap collate that feeds prebuilt tensors to it.
 - ``training``: fitting (seeds, early stopping, progress) and the checkpoint it writes.
+- ``anchor``: the post-network blend of each target's quantiles with its last observed value
+  (weight and spread per target and step, fitted on validation patients).
 - ``step``: exact, faster rewrites of one training step (flat Adam, batched variable selection).
 - ``registry``: models directories; loading refuses a checkpoint whose feature spec differs.
 - ``fastpath``: tensors straight from twin states (batched bin read: ``twin.windows``), frozen
   TorchScript / eager torch / ONNX forward, risk and explanation.
-- ``risk`` / ``explain``: deterioration probability by horizon; top variables and attention.
+- ``risk`` / ``explain``: deterioration probability by horizon from the forecast and the observed
+  history; top variables and attention.
 - ``protocol``: the small ``Forecaster`` protocol and the persistence / NEWS2 baselines.
 - ``evaluation`` / ``metrics`` / ``report``: held-out metrics and the HTML report.
 - ``synthetic``: a small synthetic cohort in the dataset schema (tests, demos without a simulator).

@@ -3,7 +3,9 @@
 Definitions (also in docs/forecasting.md "Evaluation"):
 
 - Forecast error: MAE of the median forecast per target and horizon on observed steps, against
-  persistence (the last observed step value), on the windows where both exist. Interval
+  persistence (the last observed step value), on the windows where both exist; the forecast is
+  the anchored one the runtime serves (``models.anchor``), with the network's own median
+  alongside (``network``). Interval
   coverage: the share of observed steps inside the 10-90 % (nominal 80 %) and 2-98 % (96 %)
   quantiles.
 - Deterioration (``models.outcomes``): AUROC / AUPRC at 6 h and 12 h over origins before each
@@ -41,8 +43,13 @@ def _lvl(spec: Any, q: float) -> int:
     return int(np.argmin(np.abs(np.asarray(spec.quantiles) - q)))
 
 
-def forecast_quality(q: np.ndarray, w: Windows, spec: Any) -> dict[str, Any]:
-    """MAE per target and horizon (TFT median vs persistence) and interval coverage."""
+def forecast_quality(
+    q: np.ndarray, w: Windows, spec: Any, network: np.ndarray | None = None
+) -> dict[str, Any]:
+    """MAE per target and horizon (TFT median vs persistence) and interval coverage.
+
+    ``network``: the network's quantiles before anchoring, reported next to ``q``'s MAE.
+    """
     med, lo80, hi80 = _lvl(spec, 0.5), _lvl(spec, 0.1), _lvl(spec, 0.9)
     lo96, hi96 = _lvl(spec, 0.02), _lvl(spec, 0.98)
     out: dict[str, Any] = {"mae": {}, "coverage": {}}
@@ -57,10 +64,13 @@ def forecast_quality(q: np.ndarray, w: Windows, spec: Any) -> dict[str, Any]:
             continue
         tft = mx.mae_by_step(q[has, k, :, med], actual[has])
         per = mx.mae_by_step(np.broadcast_to(last[has, None], actual[has].shape), actual[has])
+        net = None if network is None else mx.mae_by_step(network[has, k, :, med], actual[has])
         rows = {}
         for h, steps in zip(spec.risk_horizons_h, spec.horizon_steps, strict=True):
             a, b = float(tft[steps - 1]), float(per[steps - 1])
             rows[f"{h:g}h"] = {"tft": a, "persistence": b}
+            if net is not None:
+                rows[f"{h:g}h"]["network"] = float(net[steps - 1])
             if math.isfinite(a) and math.isfinite(b) and a >= b:
                 beats = False
         out["mae"][t] = rows
@@ -89,29 +99,64 @@ def _ranked(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
 
 
 def risk_designs(
-    q: np.ndarray, w: Windows, spec: Any, heads: dict[str, risk_mod.RiskHead]
+    q: np.ndarray,
+    w: Windows,
+    scored: np.ndarray,
+    spec: Any,
+    *,
+    folds: int = 5,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """AUROC by horizon of each candidate risk design (the choice recorded in the checkpoint)."""
+    """Cross-fitted AUROC by horizon of each candidate risk design on the ``scored`` rows.
 
+    The patients of the ``scored`` rows (those the network never trained on) are split into
+    ``folds``; each fold is scored by heads fitted on every other eligible window of ``w``
+    (training patients included), and the folds' scores are pooled. Candidates: the shipped
+    head (forecast + history features), the forecast features alone, the same fitted on the
+    scored patients only (the previous design: the other folds, no training patients), the
+    shipped head on a persistence forecast (the baseline), the history alone (current NEWS2
+    and history, no forecast), and the current NEWS2.
+    """
     ok = w.eligible
-    ctx = risk_mod.RiskContext.of(w.take(ok), spec)
-    feats = risk_mod.features(q[ok], ctx, spec)
+    we, qe, sc = w.take(ok), q[ok], scored[ok]
+    ctx = risk_mod.RiskContext.of(we, spec)
+    n_fc = len(risk_mod.FORECAST_FEATURES)
+    tft = risk_mod.features(qe, ctx, spec)
     pers = risk_mod.features(risk_mod.persistence_quantiles(ctx, spec), ctx, spec)
-    cands = {
-        "tft_quantiles (stacked, calibrated)": heads["tft_quantiles"].predict(feats)[0],
-        "persistence (stacked, calibrated)": heads["persistence"].predict(pers)[0],
-        "tft_adverse_news2 (uncalibrated)": feats[..., 3],
-        "news2_now": np.repeat(w.news2_now[ok, None].astype(float), feats.shape[1], 1),
+    no_forecast = [0, 1, *range(n_fc, tft.shape[-1])]  # bias, NEWS2 now, history
+    cands = {  # name: (features, fitted on the scored patients' other folds only)
+        "tft_quantiles + history (shipped)": (tft, False),
+        "tft_quantiles only": (tft[..., :n_fc], False),
+        "tft_quantiles only, fitted on held-out patients (previous design)": (
+            tft[..., :n_fc],
+            True,
+        ),
+        "persistence + history (baseline)": (pers, False),
+        "history only (no forecast)": (tft[..., no_forecast], False),
     }
-    out: dict[str, Any] = {}
-    for name, s in cands.items():
-        out[name] = {
-            f"{h:g}h": mx.auroc(
-                w.labels[ok, j][np.isfinite(w.labels[ok, j])] > 0.5,
-                s[np.isfinite(w.labels[ok, j]), j],
+    patients = np.unique(we.patient[sc])
+    fold_of = np.full(len(we.patient_ids), -1)
+    fold_of[patients] = np.random.default_rng(seed).permutation(patients.size) % folds
+    fold = fold_of[we.patient]
+    scores = {name: np.full(we.labels.shape, np.nan) for name in cands}
+    for f in range(folds):
+        test = sc & (fold == f)
+        fit_all = fold != f  # unscored (training) patients are in no fold: always fitted on
+        if not test.any() or not fit_all.any():
+            continue
+        for name, (feats, held_out_only) in cands.items():
+            fit_rows = fit_all & sc if held_out_only else fit_all
+            head = risk_mod.fit(
+                feats[fit_rows], we.labels[fit_rows], we.patient[fit_rows], spec, n_boot=0
             )
-            for j, h in enumerate(spec.risk_horizons_h)
-        }
+            scores[name][test] = head.probability(feats[test])
+    scores["news2_now"] = np.repeat(we.news2_now[:, None].astype(float), we.labels.shape[1], 1)
+    out: dict[str, Any] = {}
+    for name, s in scores.items():
+        out[name] = {}
+        for j, h in enumerate(spec.risk_horizons_h):
+            keep = sc & np.isfinite(we.labels[:, j]) & np.isfinite(s[:, j])
+            out[name][f"{h:g}h"] = mx.auroc(we.labels[keep, j] > 0.5, s[keep, j])
     return out
 
 
@@ -210,7 +255,8 @@ def evaluate(
 
     spec = forecaster.spec
     w = build_windows(ds, spec)
-    q = predict_quantiles(forecaster, w)
+    q_net = predict_quantiles(forecaster, w, raw=True)
+    q = forecaster.calibrate(q_net, w.last_obs)
     ctx = risk_mod.RiskContext.of(w, spec)
     tft_p = forecaster.risk_head.predict(risk_mod.features(q, ctx, spec))[0]
     pers_q = risk_mod.persistence_quantiles(ctx, spec)
@@ -228,7 +274,7 @@ def evaluate(
         "cohort": name,
         "patients": len(w.patient_ids),
         "windows": w.n,
-        "forecast": forecast_quality(q, w, spec),
+        "forecast": forecast_quality(q, w, spec, network=q_net),
     }
     el = w.eligible
     det: dict[str, Any] = {}

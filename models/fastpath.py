@@ -8,12 +8,14 @@ assembles the TFT's ``x`` exactly as pytorch-forecasting's dataloader does (fixe
 scaling, inputs in ``hparams.x_reals`` order, relative time index, full encoder length) and runs
 the network in eval mode - traced to TorchScript and frozen by default (bit-identical to eager
 torch, the Python overhead gone), eager torch, or onnxruntime when the checkpoint ships
-``model.onnx``. The output
-matches ``TemporalFusionTransformer.predict()`` on the same windows to 1e-4
+``model.onnx``. The network's output (``Forecaster.raw``) matches
+``TemporalFusionTransformer.predict()`` on the same windows to 1e-4
 (``tests/models/test_fastpath.py``, every backend).
 
-Per forecast: quantile trajectories of every target, risk of deterioration by horizon with a
-10-90 % interval (``risk.RiskHead``), and an explanation (``explain``), all from one forward.
+Per forecast: quantile trajectories of every target - the network's, anchored on the last
+observed values by the checkpoint's fitted ``anchor.Anchor`` (``Forecaster.calibrate``, the
+same function evaluation applies) - risk of deterioration by horizon with a 10-90 % interval
+(``risk.RiskHead``), and an explanation (``explain``), all from one forward.
 """
 
 from __future__ import annotations
@@ -534,6 +536,7 @@ class Forecaster:
         self.checkpoint = checkpoint
         self.spec = checkpoint.spec
         self.risk_head = checkpoint.risk
+        self.anchor = checkpoint.anchor
         self.name = f"tft:{checkpoint.name}:{self.spec.hash()}"
         if threads:
             import torch
@@ -574,8 +577,14 @@ class Forecaster:
         """(prediction [N,T,D,Q], static weights, encoder weights, attention)."""
         return self.runner(*model_x(inputs, self.spec))
 
+    def calibrate(self, quantiles: F32, last_obs: F32) -> F32:
+        """The post-network anchoring on persistence (``models.anchor``), fitted on validation
+        patients at training; the network's output as is for a checkpoint without one."""
+        return quantiles if self.anchor is None else self.anchor.apply(quantiles, last_obs)
+
     def run(self, inputs: ModelInputs) -> ForecastBatch:
-        pred, sw, ew, att = self.raw(inputs)
+        raw, sw, ew, att = self.raw(inputs)
+        pred = self.calibrate(raw, inputs.last_obs)
         spec = self.spec
         ctx = risk_mod.RiskContext.of(inputs, spec)
         if self.risk_head is not None:
@@ -592,7 +601,8 @@ class Forecaster:
         from models import training
 
         result = training.train(dataset, self.spec, training.TrainConfig(progress=False), None)
-        return Forecaster(result.model, self.checkpoint, backend="torch")
+        # the new network's own anchor and risk head, not this checkpoint's
+        return Forecaster(result.model, result.checkpoint or self.checkpoint, backend="torch")
 
     def forecast(self, inputs: ModelInputs) -> ForecastBatch:
         return self.run(inputs)

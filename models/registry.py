@@ -6,7 +6,8 @@ A checkpoint is a directory:
   pickled code runs on load);
 - ``model.onnx`` (optional): the same network for onnxruntime, with the interpretation outputs;
 - ``metadata.json``: format version, the feature spec and its hash, the network config, the
-  risk head, the training data's fingerprint, package versions, metrics, training settings,
+  risk head, the post-network anchor (``models.anchor``; absent: the network's output is
+  served as is), the training data's fingerprint, package versions, metrics, training settings,
   and the sha256 of every file.
 
 ``load`` rebuilds the network from the spec and config (``network.build``) and refuses - with
@@ -24,6 +25,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from models.anchor import Anchor
 from models.errors import CheckpointError, SpecMismatch
 from models.features import FeatureSpec
 from models.network import NetConfig
@@ -43,6 +45,7 @@ class Checkpoint:
     net: NetConfig
     risk: RiskHead | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    anchor: Anchor | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +79,7 @@ def save(
     risk: RiskHead | None,
     extra: dict[str, Any],
     onnx_bytes: bytes | None = None,
+    anchor: Anchor | None = None,
 ) -> Path:
     import torch
 
@@ -95,6 +99,7 @@ def save(
         "spec_hash": spec.hash(),
         "net": net.to_dict(),
         "risk": None if risk is None else risk.to_dict(),
+        "anchor": None if anchor is None else anchor.to_dict(),
         "versions": versions(),
         "files": files,
         **extra,
@@ -133,7 +138,8 @@ def read(directory: str | Path, spec: FeatureSpec | None = None) -> Checkpoint:
             raise CheckpointError(f"{p} does not match its recorded sha256")
     net = NetConfig(**meta["net"])
     risk = None if meta.get("risk") is None else RiskHead.from_dict(meta["risk"])
-    return Checkpoint(root, stored, net, risk, meta)
+    anchor = None if meta.get("anchor") is None else Anchor.from_dict(meta["anchor"], stored)
+    return Checkpoint(root, stored, net, risk, meta, anchor)
 
 
 def load(directory: str | Path, spec: FeatureSpec | None = None) -> tuple[Any, Checkpoint]:

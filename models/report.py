@@ -84,7 +84,10 @@ def mae_plot(r: dict[str, Any]) -> str:
     fig, axes = plt.subplots(1, len(mae), figsize=(3 * len(mae), 2.8), squeeze=False)
     for ax, (target, rows) in zip(axes[0], mae.items(), strict=True):
         hs = list(rows)
-        ax.plot(hs, [rows[h]["tft"] for h in hs], "-o", ms=3, label="TFT median")
+        ax.plot(hs, [rows[h]["tft"] for h in hs], "-o", ms=3, label="TFT median (anchored)")
+        if all("network" in rows[h] for h in hs):
+            net = [rows[h]["network"] for h in hs]
+            ax.plot(hs, net, "--", lw=1, color="0.5", label="network alone")
         ax.plot(hs, [rows[h]["persistence"] for h in hs], ":s", ms=3, label="persistence")
         ax.set_title(target, fontsize=9)
         ax.tick_params(labelsize=7)

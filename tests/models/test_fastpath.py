@@ -1,4 +1,5 @@
-"""The fast path agrees with pytorch-forecasting's own predict() to 1e-4, on every backend."""
+"""The fast path's network agrees with pytorch-forecasting's own predict() to 1e-4, on every
+backend, and the post-network anchoring is the same function wherever forecasts are made."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import dataset, explain, fastpath, registry
+from models import dataset, explain, fastpath, registry, risk, training
 from models.features import FeatureSpec
 from models.schema import Dataset
 from twin import apply_many
@@ -43,7 +44,8 @@ def test_fast_path_equals_predict(
 ) -> None:
     fc = fastpath.Forecaster.load(trained, spec, backend=backend)
     assert fc.backend == backend
-    fast = fc.run(fastpath.ModelInputs.from_windows(windows)).quantiles
+    # like with like: the network's own output on both sides (the anchoring comes after it)
+    fast = fc.raw(fastpath.ModelInputs.from_windows(windows))[0]
     ref = _predict(fc.model, windows, spec)
     assert (
         fast.shape
@@ -51,6 +53,27 @@ def test_fast_path_equals_predict(
         == (windows.n, len(spec.targets), spec.decoder_steps, len(spec.quantiles))
     )
     assert float(np.abs(fast - ref).max()) <= 1e-4
+
+
+def test_anchoring_is_applied_identically_in_every_path(
+    trained: Path, windows: dataset.Windows, spec: FeatureSpec
+) -> None:
+    """The served forecast is the checkpoint's anchor applied to the network's output, whether
+    that output comes from predict(), the fast path's run() or the evaluation's batches."""
+    fc = fastpath.Forecaster.load(trained, spec)
+    assert fc.anchor is not None
+    assert (fc.anchor.weight < 1).any()  # a real, fitted anchor
+    inputs = fastpath.ModelInputs.from_windows(windows)
+    served = fc.run(inputs).quantiles
+    via_predict = fc.anchor.apply(_predict(fc.model, windows, spec), windows.last_obs)
+    assert float(np.abs(served - via_predict).max()) <= 1e-4
+    np.testing.assert_array_equal(training.predict_quantiles(fc, windows), served)
+    raw = fc.raw(inputs)[0]
+    assert float(np.abs(served - raw).max()) > 1e-3  # the anchoring did change something
+    np.testing.assert_array_equal(
+        fc.run(inputs).risk,
+        fc.risk_head.predict(risk.features(served, risk.RiskContext.of(inputs, spec), spec))[0],
+    )
 
 
 def test_batch_size_does_not_change_results(

@@ -1,4 +1,5 @@
-"""The risk features, scored for all levels at once, equal the level-by-level build exactly."""
+"""The risk features: the forecast's, scored for all levels at once, equal the level-by-level
+build exactly; the history's are NEWS2 and vital changes over the hourly steps."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def reference_features(quantiles: np.ndarray, ctx: risk.RiskContext, spec: Featu
 
     med = lv[0.5]
     levels = [score(med, med), score(lv[0.9], lv[0.1]), score(lv[0.98], lv[0.02])]
-    out = np.zeros((quantiles.shape[0], len(spec.horizon_steps), len(risk.FEATURES)))
+    out = np.zeros((quantiles.shape[0], len(spec.horizon_steps), len(risk.FORECAST_FEATURES)))
     out[..., 0] = 1.0
     out[..., 1] = ctx.news2_now[:, None] / 10.0
     for h, k in enumerate(spec.horizon_steps):
@@ -71,8 +72,10 @@ def test_features_equal_level_by_level(spec: FeatureSpec, n: int) -> None:
         not_alert=rng.random(n) < 0.2,
         scale2=rng.random(n) < 0.3,
         last_obs=last,
+        history=np.zeros((n, spec.encoder_steps, 5)),
+        labs=np.zeros((n, 4), np.float32),
     )
-    got = risk.features(quantiles, ctx, spec)
+    got = risk.forecast_features(quantiles, ctx, spec)
     ref = reference_features(quantiles, ctx, spec)
     assert got.dtype == ref.dtype == np.float64
     np.testing.assert_array_equal(got, ref)
@@ -91,3 +94,38 @@ def test_risk_interval_is_the_bootstrap_10_90_range(spec: FeatureSpec) -> None:
     np.testing.assert_array_equal(high, np.quantile(pb, 0.9, axis=-1))
     assert (low <= high).all()
     assert p.shape == (5, h)
+
+
+def test_history_features_read_the_recent_slope(spec: FeatureSpec) -> None:
+    """A patient whose heart rate climbs and SpO2 falls over 6 h scores adverse trends and a
+    rising hourly NEWS2; a stable patient scores none. Every horizon sees the same history."""
+    e = spec.encoder_steps
+    hist = np.zeros((2, e, 5))
+    hist[:] = [75.0, 16.0, 97.0, 125.0, 37.0]  # HR, RR, SpO2, SBP, temperature
+    hist[1, -7:, 0] = np.linspace(75, 115, 7)  # HR rises 40 bpm over 6 h
+    hist[1, -7:, 2] = np.linspace(97, 93, 7)  # SpO2 falls 4 %
+    ctx = risk.RiskContext(
+        news2_now=np.array([0.0, 4.0]),
+        on_oxygen=np.zeros(2, bool),
+        not_alert=np.zeros(2, bool),
+        scale2=np.zeros(2, bool),
+        last_obs=np.c_[hist[:, -1, [0, 1, 2, 4, 3]], [130, 130]].astype(np.float32),
+        history=hist,
+        labs=np.zeros((2, 4), np.float32),
+    )
+    got = dict(zip(risk.HISTORY_FEATURES, risk.history_features(ctx, spec).T, strict=True))
+    assert all(v[0] == 0 for v in got.values())  # stable: nothing moves
+    assert got["news2_hourly"][1] == 0.4  # HR 115 -> 2, SpO2 93 -> 2
+    assert got["news2_hourly_change_6h"][1] == 0.4
+    assert got["trend_6h_heart_rate"][1] == 40 / spec.center_scale("heart_rate")[1]
+    assert got["trend_6h_spo2"][1] == 4 / spec.center_scale("spo2")[1]  # a fall is adverse
+    assert 0 < got["trend_3h_heart_rate"][1] < got["trend_6h_heart_rate"][1]
+    q = risk.persistence_quantiles(ctx, spec)
+    feats = risk.features(q, ctx, spec)
+    assert feats.shape == (2, len(spec.risk_horizons_h), len(risk.FEATURES))
+    np.testing.assert_array_equal(
+        feats[..., : len(risk.FORECAST_FEATURES)], risk.forecast_features(q, ctx, spec)
+    )
+    assert (
+        feats[:, :1, len(risk.FORECAST_FEATURES) :] == feats[:, :, len(risk.FORECAST_FEATURES) :]
+    ).all()

@@ -22,6 +22,9 @@ def test_shipped_checkpoint_loads_and_backends_agree() -> None:
     assert size < 8 * 2**20  # a few MB at most
     assert ckpt.risk is not None
     assert "risk_persistence" in ckpt.metadata
+    # anchored on persistence: on its validation patients it beats the last value everywhere
+    assert ckpt.anchor is not None
+    assert ckpt.metadata["metrics"]["forecast"]["tft_beats_persistence_everywhere"]
     eager = fastpath.Forecaster.load(backend="torch")
     fast = fastpath.Forecaster.load()  # the default backend: traced TorchScript
     ds = cohort(patients=3, days=1.2, seed=8)
