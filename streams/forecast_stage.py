@@ -43,7 +43,15 @@ class ForecastStage:
     def on_batch(self, outcome: Any, states: Mapping[str, TwinState]) -> None:
         started = time.monotonic()
         self.batcher.offer(outcome.effects)
-        results = self.batcher.poll(states)
+        pending = self.batcher.pending
+        try:
+            results = self.batcher.poll(states)
+        except Exception:
+            # Advisory, as in the Kafka worker: a failing forecaster must not stop the ward.
+            # The flush already took the requests: they are dropped, and counted.
+            log.exception("forecaster failed; %d due twins stay without forecasts", pending)
+            metrics.observe_forecast_failure(pending)
+            return
         if results:
             metrics.observe_forecast(time.monotonic() - started)
             self._deliver(results, states)

@@ -39,7 +39,12 @@ from faust.types import TP
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
 from streams.kafka_offsets import OffsetFrontier, OffsetGap
 from streams.kafka_settings import KafkaSettings
-from streams.metrics import observe_batch, observe_forecast, set_consumer_lag
+from streams.metrics import (
+    observe_batch,
+    observe_forecast,
+    observe_forecast_failure,
+    set_consumer_lag,
+)
 from streams.pipeline import Outcome, Part, Pipeline
 from twin import TwinConfig, TwinState, apply_many, minute_runs
 from twin.alerting import (
@@ -267,7 +272,15 @@ def _forecast_due(
     for a in range(0, len(todo), FORECAST_CHUNK):
         part = todo[a : a + FORECAST_CHUNK]
         states = [entries[key].state for key in part]
-        results = forecast([s for s in states if s is not None], [due[key] for key in part])
+        try:
+            results = forecast([s for s in states if s is not None], [due[key] for key in part])
+        except Exception:
+            # Forecasts are advisory; the twins, their effects and the rule-based alerts are
+            # not. Raising here would fail the batch, and its replay would fail the same way:
+            # a worker stuck on one bad forecast. Log (no patient ids), count, carry on.
+            log.exception("forecaster failed on %d due twins; stored without forecasts", len(part))
+            observe_forecast_failure(len(part))
+            continue
         for fc in results:
             entry = entries[fc.patient_id]
             assert entry.state is not None

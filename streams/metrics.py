@@ -14,6 +14,7 @@ functions below, never by touching the metric objects, so names and labels stay 
 | vitaltwin_consumer_lag | gauge | topic, partition | ``set_consumer_lag`` (records behind) |
 | vitaltwin_event_to_effect_seconds | histogram | | ``observe_event_to_effect`` |
 | vitaltwin_forecast_seconds | histogram | | ``observe_forecast`` |
+| vitaltwin_forecast_failures_total | counter | | ``observe_forecast_failure`` (twins left unforecast) |
 | vitaltwin_webhook_deliveries_total | counter | receiver, outcome | ``observe_webhook`` |
 | vitaltwin_webhook_seconds | histogram | receiver | ``observe_webhook`` |
 | vitaltwin_api_requests_total | counter | route, method, status | the API |
@@ -79,6 +80,11 @@ FORECAST_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+FORECAST_FAILURES = Counter(
+    "vitaltwin_forecast_failures",
+    "Due twins left without a forecast because the forecaster raised",
+    registry=REGISTRY,
+)
 WEBHOOKS = Counter(
     "vitaltwin_webhook_deliveries",
     "Webhook delivery attempts by outcome",
@@ -121,6 +127,10 @@ def observe_event_to_effect(seconds: float) -> None:
 
 def observe_forecast(seconds: float) -> None:
     FORECAST_SECONDS.observe(seconds)
+
+
+def observe_forecast_failure(twins: int) -> None:
+    FORECAST_FAILURES.inc(twins)
 
 
 def observe_webhook(receiver: str, outcome: str, seconds: float | None = None) -> None:

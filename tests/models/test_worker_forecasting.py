@@ -146,3 +146,66 @@ def test_worker_without_forecaster_leaves_due_unanswered(trained: Path) -> None:
     assert res.outcome.forecasts == []
     assert res.states["tok-a"].alerts is not None
     assert res.states["tok-a"].alerts.forecast is None
+
+
+def test_a_failing_forecaster_does_not_stop_the_worker_batch(trained: Path) -> None:
+    """Forecasts are advisory: the twins, their effects and rule alerts are still produced
+    (a raise would fail the batch, and its replay the same way, for ever)."""
+    settings = KafkaSettings(topic_prefix="t")
+    entries: dict[str, Entry] = {}
+    calls = []
+
+    def broken(states, slots):  # type: ignore[no-untyped-def]
+        calls.append(len(states))
+        raise RuntimeError("forecaster blew up")
+
+    before = _failures()
+    res = process_batch(
+        Pipeline(Ingress()),
+        settings,
+        records(settings, ["tok-a", "tok-b"], 40),
+        lambda k: entries.setdefault(k, Entry()),
+        forecast=broken,
+    )
+    assert calls == [2]
+    assert set(res.states) == {"tok-a", "tok-b"}
+    assert all(e.state is not None and e.items == 120 for e in res.states.values())
+    assert res.outcome.forecasts == []
+    assert not [v for _, v in res.effects if b'"kind":"forecast"' in v]
+    assert _failures() - before == 2
+
+
+def _failures() -> float:
+    from streams.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value("vitaltwin_forecast_failures_total")
+    return 0.0 if value is None else value
+
+
+def test_a_failing_forecaster_does_not_stop_the_embedded_runtime(tmp_path: Path) -> None:
+    from streams.forecast_stage import ForecastStage
+    from streams.pipeline import Outcome
+    from streams.sqlite_store import SqliteStore
+
+    class Broken:
+        def forecast_states(self, states, at_ms):  # type: ignore[no-untyped-def]
+            raise RuntimeError("forecaster blew up")
+
+    settings = KafkaSettings(topic_prefix="t")
+    entries: dict[str, Entry] = {}
+    res = process_batch(
+        Pipeline(Ingress()),
+        settings,
+        records(settings, ["tok-a"], 40),
+        lambda k: entries.setdefault(k, Entry()),
+    )
+    states = {k: e.state for k, e in res.states.items() if e.state is not None}
+    stage = ForecastStage(Broken(), SqliteStore(tmp_path / "db.sqlite"), None)
+    stage.batcher.max_wait_s = 0  # due at once
+    before = _failures()
+    outcome = Outcome(effects=list(res.outcome.effects), touched=states)
+    stage.on_batch(outcome, states)  # must not raise
+    assert outcome.forecasts == []
+    assert stage.forecasts == 0
+    assert stage.batcher.pending == 0
+    assert _failures() - before == 1
