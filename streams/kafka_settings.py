@@ -15,6 +15,12 @@
 | VITALTWIN_BATCH_MAX | 2000 | records per micro-batch |
 | VITALTWIN_BATCH_WITHIN_S | 0.05 | micro-batch time bound (adds at most this latency) |
 | VITALTWIN_STALL_TIMEOUT_S | 60 | no progress this long while behind: exit 75 for a restart |
+| VITALTWIN_FORECAST | 1 | 0 switches the TFT off (as ``--no-forecast``) |
+| VITALTWIN_CHECKPOINT | the shipped one | your trained checkpoint directory |
+
+Run workers under a supervisor that restarts them (compose ``restart: unless-stopped``,
+systemd ``Restart=on-failure``): exit code 75 means "restart me", after a stalled stream or a
+gap in what faust delivered (``streams.kafka_offsets``); the restart resumes exactly.
 
 Tables are always changelogged: the twin table's changelog is the compacted
 ``<prefix>.twin-state`` topic, so one app id per prefix. The memory store rebuilds from it on
