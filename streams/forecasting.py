@@ -20,15 +20,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from models.fastpath import Forecaster, PatientForecast
 from twin.effects import Effect, ForecastDue
 from twin.state import TwinState
 
+if TYPE_CHECKING:  # the Kafka worker imports this module without torch when forecasting is off
+    from models.fastpath import Forecaster, PatientForecast
+
 log = logging.getLogger(__name__)
 
-OnResults = Callable[[list[PatientForecast], Mapping[str, TwinState]], None]
+OnResults = Callable[[list["PatientForecast"], Mapping[str, TwinState]], None]
+
+
+def newest_due(effects: Iterable[Effect], into: dict[str, int] | None = None) -> dict[str, int]:
+    """Patient -> newest forecast slot among the ``ForecastDue`` effects (merged into ``into``):
+    a patient due twice before its forecast is forecast once, at the newer slot."""
+    due = {} if into is None else into
+    for fx in effects:
+        if isinstance(fx, ForecastDue) and fx.at_ms > due.get(fx.patient_id, -1):
+            due[fx.patient_id] = fx.at_ms
+    return due
 
 
 class ForecastBatcher:
@@ -59,16 +71,11 @@ class ForecastBatcher:
 
     def offer(self, effects: Iterable[Effect]) -> int:
         """Queue the ``ForecastDue`` effects among ``effects``; returns how many were queued."""
-        n = 0
-        for fx in effects:
-            if isinstance(fx, ForecastDue):
-                if not self._pending:
-                    self._since = self.clock()
-                prev = self._pending.get(fx.patient_id)
-                if prev is None or fx.at_ms > prev:
-                    self._pending[fx.patient_id] = fx.at_ms
-                n += 1
-        return n
+        due = [fx for fx in effects if isinstance(fx, ForecastDue)]
+        if due and not self._pending:
+            self._since = self.clock()
+        newest_due(due, into=self._pending)
+        return len(due)
 
     def due(self) -> bool:
         if not self._pending:

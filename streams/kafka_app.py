@@ -36,6 +36,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.forecasting import newest_due
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
 from streams.kafka_offsets import OffsetFrontier, OffsetGap
 from streams.kafka_settings import KafkaSettings
@@ -57,7 +58,7 @@ from twin.alerting import (
     evaluate,
     new_book,
 )
-from twin.effects import ForecastDue, effect_id
+from twin.effects import effect_id
 from twin.errors import Reason
 
 log = logging.getLogger(__name__)
@@ -264,16 +265,12 @@ def _forecast_due(
     alerts: list[tuple[str, bytes]],
 ) -> None:
     """Forecast every patient the batch made due (once, at its newest slot)."""
-    due: dict[str, int] = {}
-    for fx in outcome.effects:
-        if isinstance(fx, ForecastDue) and fx.at_ms >= due.get(fx.patient_id, fx.at_ms):
-            due[fx.patient_id] = fx.at_ms
-    todo = [key for key in due if entries[key].state is not None]
+    due = newest_due(outcome.effects)
+    todo = [(key, st) for key in due if (st := entries[key].state) is not None]
     for a in range(0, len(todo), FORECAST_CHUNK):
         part = todo[a : a + FORECAST_CHUNK]
-        states = [entries[key].state for key in part]
         try:
-            results = forecast([s for s in states if s is not None], [due[key] for key in part])
+            results = forecast([st for _, st in part], [due[key] for key, _ in part])
         except Exception:
             # Forecasts are advisory; the twins, their effects and the rule-based alerts are
             # not. Raising here would fail the batch, and its replay would fail the same way:

@@ -15,11 +15,14 @@ from pathlib import Path
 
 from models.fastpath import Forecaster
 from models.features import FeatureSpec
+from streams.forecast_stage import ForecastStage
 from streams.influx import SCHEMA, forecast_lines
 from streams.ingress import Ingress
-from streams.kafka_app import Entry, process_batch
+from streams.kafka_app import BatchResult, Entry, ForecastFn, process_batch
 from streams.kafka_settings import KafkaSettings
-from streams.pipeline import Pipeline
+from streams.metrics import REGISTRY
+from streams.pipeline import Outcome, Pipeline
+from streams.sqlite_store import SqliteStore
 from twin.effects import ForecastDue, effect_id
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=UTC)
@@ -71,6 +74,19 @@ def records(settings: KafkaSettings, patients: list[str], minutes: int) -> list[
             )
             out.append(FaustEvent(msg))
     return out
+
+
+def fold(patients: list[str], forecast: ForecastFn | None = None) -> BatchResult:
+    """40 minutes of the patients' records through the worker's batch core, in one batch."""
+    settings = KafkaSettings(topic_prefix="t")
+    entries: dict[str, Entry] = {}
+    return process_batch(
+        Pipeline(Ingress()),
+        settings,
+        records(settings, patients, 40),
+        lambda k: entries.setdefault(k, Entry()),
+        forecast=forecast,
+    )
 
 
 def test_worker_batches_forecast_due_patients_into_effects_alerts_and_sinks(
@@ -133,26 +149,17 @@ def test_worker_batches_forecast_due_patients_into_effects_alerts_and_sinks(
     assert any("horizon_h=6 " in line or "horizon_h=6," in line for line in risk)
 
 
-def test_worker_without_forecaster_leaves_due_unanswered(trained: Path) -> None:
-    settings = KafkaSettings(topic_prefix="t")
-    entries: dict[str, Entry] = {}
-    res = process_batch(
-        Pipeline(Ingress()),
-        settings,
-        records(settings, ["tok-a"], 40),
-        lambda k: entries.setdefault(k, Entry()),
-    )
+def test_worker_without_forecaster_leaves_due_unanswered() -> None:
+    res = fold(["tok-a"])
     assert any(isinstance(fx, ForecastDue) for fx in res.outcome.effects)
     assert res.outcome.forecasts == []
     assert res.states["tok-a"].alerts is not None
     assert res.states["tok-a"].alerts.forecast is None
 
 
-def test_a_failing_forecaster_does_not_stop_the_worker_batch(trained: Path) -> None:
+def test_a_failing_forecaster_does_not_stop_the_worker_batch() -> None:
     """Forecasts are advisory: the twins, their effects and rule alerts are still produced
     (a raise would fail the batch, and its replay the same way, for ever)."""
-    settings = KafkaSettings(topic_prefix="t")
-    entries: dict[str, Entry] = {}
     calls = []
 
     def broken(states, slots):  # type: ignore[no-untyped-def]
@@ -160,13 +167,7 @@ def test_a_failing_forecaster_does_not_stop_the_worker_batch(trained: Path) -> N
         raise RuntimeError("forecaster blew up")
 
     before = _failures()
-    res = process_batch(
-        Pipeline(Ingress()),
-        settings,
-        records(settings, ["tok-a", "tok-b"], 40),
-        lambda k: entries.setdefault(k, Entry()),
-        forecast=broken,
-    )
+    res = fold(["tok-a", "tok-b"], broken)
     assert calls == [2]
     assert set(res.states) == {"tok-a", "tok-b"}
     assert all(e.state is not None and e.items == 120 for e in res.states.values())
@@ -176,29 +177,16 @@ def test_a_failing_forecaster_does_not_stop_the_worker_batch(trained: Path) -> N
 
 
 def _failures() -> float:
-    from streams.metrics import REGISTRY
-
     value = REGISTRY.get_sample_value("vitaltwin_forecast_failures_total")
     return 0.0 if value is None else value
 
 
 def test_a_failing_forecaster_does_not_stop_the_embedded_runtime(tmp_path: Path) -> None:
-    from streams.forecast_stage import ForecastStage
-    from streams.pipeline import Outcome
-    from streams.sqlite_store import SqliteStore
-
     class Broken:
         def forecast_states(self, states, at_ms):  # type: ignore[no-untyped-def]
             raise RuntimeError("forecaster blew up")
 
-    settings = KafkaSettings(topic_prefix="t")
-    entries: dict[str, Entry] = {}
-    res = process_batch(
-        Pipeline(Ingress()),
-        settings,
-        records(settings, ["tok-a"], 40),
-        lambda k: entries.setdefault(k, Entry()),
-    )
+    res = fold(["tok-a"])
     states = {k: e.state for k, e in res.states.items() if e.state is not None}
     stage = ForecastStage(Broken(), SqliteStore(tmp_path / "db.sqlite"), None)
     stage.batcher.max_wait_s = 0  # due at once
