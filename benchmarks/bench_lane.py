@@ -8,7 +8,7 @@ record, ``--patients`` patients), as the Kafka worker meets them:
 - *old*: ``Ingress.decode`` (``parse_event`` per sample) then ``twin.apply_many`` over the
   events, one call per record;
 - *lane*: ``Ingress.decode_columnar`` (one ``VitalBatch`` per record) then
-  ``twin.apply_samples``, one call per record.
+  ``twin.apply_many`` over that batch (what ``twin.apply_samples`` does), one call per record.
 
 Each path is timed ``--repeats`` times from fresh twins, alternating, on records with fresh
 timestamps each time, and the best run of each is reported in microseconds per sample, split into decode and fold, at 3 and 30 samples per
@@ -34,7 +34,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from streams.ingress import Ingress, SourceKind
-from twin import TwinState, apply_many, apply_samples
+from twin import TwinState, apply_many
 from twin.effects import Effect
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -92,40 +92,24 @@ class Run:
     effects: list[Effect]
 
 
-def run_old(ingress: Ingress, records: list[tuple[str, bytes]], received: datetime) -> Run:
+def fold_records(
+    ingress: Ingress, records: list[tuple[str, bytes]], received: datetime, lane: bool
+) -> Run:
+    """Decode and fold every record, on the lane or on the per-sample path."""
+    decode = ingress.decode_columnar if lane else ingress.decode
     states: dict[str, TwinState] = {}
     effects: list[Effect] = []
     decode_s = fold_s = 0.0
     for pid, raw in records:
         t0 = time.process_time()
-        res = ingress.decode(SourceKind.WEARABLE, raw, received_at=received, source="bench")
+        res = decode(SourceKind.WEARABLE, raw, received_at=received, source="bench")
         t1 = time.process_time()
-        state, fx = apply_many(states.get(pid), res.events)
+        if lane and len(res.batches) != 1:
+            raise SystemExit("a benchmark record left the lane")
+        state, fx = apply_many(states.get(pid), res.batches or res.events)
         t2 = time.process_time()
         if state is None or res.dead:
             raise SystemExit("a benchmark record was dead-lettered")
-        states[pid] = state
-        effects.extend(fx)
-        decode_s += t1 - t0
-        fold_s += t2 - t1
-    return Run(decode_s, fold_s, states, effects)
-
-
-def run_lane(ingress: Ingress, records: list[tuple[str, bytes]], received: datetime) -> Run:
-    states: dict[str, TwinState] = {}
-    effects: list[Effect] = []
-    decode_s = fold_s = 0.0
-    for pid, raw in records:
-        t0 = time.process_time()
-        res = ingress.decode_columnar(
-            SourceKind.WEARABLE, raw, received_at=received, source="bench"
-        )
-        t1 = time.process_time()
-        if len(res.batches) != 1:
-            raise SystemExit("a benchmark record left the lane")
-        state, fx = apply_samples(states.get(pid), res.batches[0])
-        t2 = time.process_time()
-        assert state is not None
         states[pid] = state
         effects.extend(fx)
         decode_s += t1 - t0
@@ -146,8 +130,7 @@ def measure(per_record: int, args: argparse.Namespace) -> dict[str, Any]:
         n = sum(len(json.loads(raw)["samples"]) for _, raw in records)
         n_records = len(records)
         received = t0 + timedelta(minutes=minutes + 1)
-        runs = {"old": run_old(ingress, records, received)}
-        runs["lane"] = run_lane(ingress, records, received)
+        runs = {n: fold_records(ingress, records, received, n == "lane") for n in ("old", "lane")}
         old, lane = runs["old"], runs["lane"]
         if old.effects != lane.effects or old.states != lane.states:
             raise SystemExit("the lane and the per-sample path disagree")
