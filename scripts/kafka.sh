@@ -306,7 +306,17 @@ java_cmd() { # java_cmd <main class> <args...>: fills the JAVA_CMD array
 format_storage() {
     [[ -f "$SEGMENTS_DIR/meta.properties" ]] && return 0
     local cluster_id
-    cluster_id="$("$PY" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # Kafka's own Uuid.randomUuid() never hands out an id that starts with
+    # '-': the storage tool's argument parser would read it as an option
+    # (a CI run failed on exactly that, about one start in 64).
+    cluster_id="$("$PY" -c '
+import base64, uuid
+while True:
+    text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not text.startswith("-"):
+        print(text)
+        break
+')"
     log "formatting storage in $SEGMENTS_DIR (cluster id $cluster_id)"
     java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONF_DIR/server.properties"
     if ! "${JAVA_CMD[@]}" >"$LOG_DIR/format.out" 2>&1; then
