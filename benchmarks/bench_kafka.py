@@ -55,6 +55,7 @@ from aiokafka.structs import TopicPartition as AioTP
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 import streams.kafka_app as kafka_app
+import twin.transition as transition
 from streams.ingress import Ingress, SourceKind
 from streams.kafka_producer import EdgeProducer
 from streams.kafka_settings import KafkaSettings
@@ -232,7 +233,8 @@ class PhaseTimers:
         self._undo.append(lambda: setattr(kafka_app, "process_batch", original))
         self.wrap(kafka_app, "process_batch", "process_batch (decode + apply + bookkeeping)")
         self.wrap(Ingress, "decode_columnar", "ingress decode (JSON + validation)")
-        self.wrap(kafka_app, "apply_many", "twin apply_many")
+        # apply_runs is a generator: time the fold it runs per minute of event time.
+        self.wrap(transition, "_fold", "twin fold (apply_runs)")
         self.wrap(kafka_app.Entry, "to_bytes", "Entry.to_bytes (state JSON)")
         self.wrap(kafka_app.Entry, "from_bytes", "Entry.from_bytes (table read)")
 

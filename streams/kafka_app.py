@@ -1,7 +1,7 @@
 """The faust worker: a thin adapter that feeds Kafka records to the shared ``Pipeline``.
 
 Per micro-batch (``stream.take_events``): decode and validate each record, fold each patient's
-events through ``twin.apply_many``, store the new state in a changelogged table, and emit
+events through ``twin.apply_runs``, store the new state in a changelogged table, and emit
 effects, state snapshots and dead letters.
 
 Exactly-once *state* under at-least-once delivery: each table value carries, next to the twin
@@ -47,7 +47,7 @@ from streams.metrics import (
     set_consumer_lag,
 )
 from streams.pipeline import Outcome, Part, Pipeline
-from twin import TwinConfig, TwinState, apply_many, minute_runs
+from twin import TwinConfig, TwinState, apply_runs, minute_runs
 from twin.alerting import (
     DEFAULT_POLICY,
     AlertBook,
@@ -233,14 +233,14 @@ def process_batch(
             book, _ = apply_command(book or new_book(key), cmd)
         # Apply a minute of event time at a time and evaluate the alert policy after each:
         # pending periods and repeats then follow event time, however the batch was cut.
-        for chunk in minute_runs(per_patient.get(key, [])):
-            entry.state, fx = apply_many(entry.state, chunk, pipeline.config)
+        parts = per_patient.get(key, [])
+        for state, fx in apply_runs(entry.state, minute_runs(parts), pipeline.config):
             effects.extend((key, effect_bytes(e)) for e in fx)
-            outcome.parts.extend(chunk)
             outcome.effects.extend(fx)
-            assert entry.state is not None
-            book, notes = evaluate(book, entry.state, entry.state.watermark_ms, policy)
+            book, notes = evaluate(book, state, state.watermark_ms, policy)
             alerts.extend((key, notification_bytes(n)) for n in notes)
+            entry.state = state
+        outcome.parts.extend(parts)
         if entry.state is not None and commands.get(key) and not per_patient.get(key):
             # Only a clinician's command arrived: evaluate so its effect is announced now.
             book, notes = evaluate(book, entry.state, entry.state.watermark_ms, policy)

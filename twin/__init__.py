@@ -9,7 +9,7 @@ from twin.effects import Effect
 from twin.errors import InvalidEvent, Reason, TwinError
 from twin.events import Event, dump_event, parse_event, parse_event_json
 from twin.state import DEFAULT_CONFIG, TwinConfig, TwinState
-from twin.transition import apply, apply_many, apply_samples
+from twin.transition import apply, apply_many, apply_runs, apply_samples
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -23,6 +23,7 @@ __all__ = [
     "VitalBatch",
     "apply",
     "apply_many",
+    "apply_runs",
     "apply_samples",
     "dump_event",
     "minute_runs",

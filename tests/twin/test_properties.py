@@ -4,7 +4,7 @@
 - permutation invariance: any arrival order within the lateness bound gives the in-order state;
 - serialisation round trip: bytes -> state -> bytes is exact, and a restored twin behaves alike;
 - bounded size: a twin does not grow with the length of its stream;
-- apply == apply_many.
+- apply == apply_many == apply_runs (each of its yields, and the state it was given kept).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twin import TwinConfig, TwinState, apply, apply_many
+from twin import TwinConfig, TwinState, apply, apply_many, apply_runs
 from twin.events import (
     ConsciousnessAssessment,
     Event,
@@ -179,6 +179,30 @@ def test_apply_and_apply_many_agree(evs: list[Event]) -> None:
     batch, batch_fx = apply_many(None, evs, CFG)
     assert batch == state
     assert [e.effect_id for e in batch_fx] == [e.effect_id for e in one_by_one]
+
+
+@SETTINGS
+@given(stream, st.lists(st.integers(min_value=0, max_value=60), max_size=6), st.data())
+def test_apply_runs_yields_what_apply_many_returns_after_each_run(
+    evs: list[Event], cuts: list[int], data: st.DataObject
+) -> None:
+    """Whatever the cut into runs, and from a prior state or none: one private copy folded run
+    by run reads, after each run, as apply_many over everything so far; the given state stays."""
+    split = data.draw(st.integers(min_value=0, max_value=len(evs)))
+    start, _ = apply_many(None, evs[:split], CFG)
+    before = None if start is None else start.to_bytes()
+    rest = evs[split:]
+    bounds = sorted({min(c, len(rest)) for c in cuts} | {0, len(rest)})
+    runs = [rest[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    expected = start
+    seen = 0
+    for (state, fx), run in zip(apply_runs(start, runs, CFG), runs, strict=True):
+        expected, expected_fx = apply_many(expected, run, CFG)
+        assert state == expected
+        assert [e.effect_id for e in fx] == [e.effect_id for e in expected_fx]
+        seen += 1
+    assert seen == len(runs)
+    assert (None if start is None else start.to_bytes()) == before
 
 
 @settings(max_examples=10, deadline=None)
