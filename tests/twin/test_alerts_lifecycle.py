@@ -320,6 +320,30 @@ def test_forecast_rule_fires_with_the_forecast_explanation_and_expires() -> None
     assert [n.status for n in notes] == ["resolved"]
 
 
+def test_a_quiet_evaluation_still_moves_the_book_along() -> None:
+    """Most evaluations find nothing open and nothing holding (the worker's fast path). They
+    must still drop silences that ran out and keep the newest forecast for later rules."""
+    rule = ForecastRiskRule(name="fc", horizon_h=12, threshold=0.3, max_age_s=3600)
+    policy = AlertPolicy(rules=(rule,))
+    book, _ = silence(
+        AlertBook(patient_id="p1"),
+        rule=None,
+        ends_ms=T0_MS + 5 * MIN,
+        by="a",
+        reason="x",
+        at_ms=T0_MS,
+    )
+    book, notes = evaluate(book, state(0), T0_MS + 10 * MIN, policy)
+    assert (notes, book.silences, book.evaluated_at_ms) == ([], (), T0_MS + 10 * MIN)
+    low = ForecastRisk(made_at_ms=T0_MS + 10 * MIN, risk={12.0: 0.1})
+    book, notes = evaluate(book, state(0), T0_MS + 11 * MIN, policy, forecast=low)
+    assert (notes, book.forecast) == ([], low)
+    # The stored forecast is what a later evaluation judges: a rise the model saw coming.
+    high = ForecastRisk(made_at_ms=T0_MS + 12 * MIN, risk={12.0: 0.6})
+    book, _ = evaluate(book, state(0), T0_MS + 12 * MIN, policy, forecast=high)
+    assert book.active["fc"].status == "firing"
+
+
 def test_sustained_spo2_below_target_uses_the_patients_scale() -> None:
     rule = SustainedRule(
         name="low_spo2",
@@ -495,6 +519,11 @@ def test_book_size_is_bounded() -> None:
     assert len(book.history) == HISTORY_LIMIT
     assert len(book.silences) == SILENCE_LIMIT
     assert len(book.to_bytes()) < 64_000
+    # A book stored by a version that kept more history is trimmed by its next evaluation,
+    # a quiet one included.
+    longer = AlertBook(patient_id="p1", history=book.history * 2)
+    trimmed, _ = evaluate(longer, state(0), T0_MS + 10**6 * MIN, POLICY)
+    assert trimmed.history == book.history
 
 
 def test_book_and_state_must_match() -> None:

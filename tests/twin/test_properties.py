@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -193,7 +194,7 @@ def test_apply_runs_yields_what_apply_many_returns_after_each_run(
     before = None if start is None else start.to_bytes()
     rest = evs[split:]
     bounds = sorted({min(c, len(rest)) for c in cuts} | {0, len(rest)})
-    runs = [rest[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    runs = [rest[a:b] for a, b in itertools.pairwise(bounds)]
     expected = start
     seen = 0
     for (state, fx), run in zip(apply_runs(start, runs, CFG), runs, strict=True):

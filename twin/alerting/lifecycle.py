@@ -69,6 +69,19 @@ def evaluate(
     scale = override.spo2_scale if override and override.spo2_scale else state.spo2_scale
     inp = Inputs(state=state, now_ms=now, forecast=fc, spo2_scale=scale)
     rules = policy.rules_for(pid)
+    if (
+        not book.active
+        and not book.silences
+        and fc is book.forecast
+        and len(book.history) <= HISTORY_LIMIT
+        and not any(holds(rule, inp) for rule in rules)
+    ):
+        # Nothing open, nothing to open: all the general path below would change is the time.
+        # The Kafka worker evaluates after every minute of event time, and most minutes of
+        # most patients look like this.
+        if now == book.evaluated_at_ms:
+            return book, []
+        return book.model_copy(update={"evaluated_at_ms": now}), []
     by_name = {r.name: r for r in rules}
 
     active: dict[str, AlertRecord] = {}
