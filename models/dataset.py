@@ -16,7 +16,7 @@ windows (used by the parity test and the training benchmark).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,20 @@ class Windows:
                 for f in fields(Windows)
             }
         )
+
+    @staticmethod
+    def merge(parts: list[Windows]) -> Windows:
+        """Windows of different datasets as one: each part's patient indices are offset past
+        the previous parts', so its patients stay distinct groups even where ids repeat (two
+        simulated cohorts both name their patients from 0)."""
+        if not parts:
+            raise SchemaError("no windows to merge")
+        offsets = np.cumsum([0, *(len(p.patient_ids) for p in parts[:-1])])
+        shifted = [
+            replace(p, patient=p.patient + off) for p, off in zip(parts, offsets, strict=True)
+        ]
+        ids = tuple(i for p in parts for i in p.patient_ids)
+        return Windows.concat([replace(p, patient_ids=ids) for p in shifted])
 
 
 @dataclass(frozen=True)

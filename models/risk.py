@@ -1,23 +1,26 @@
 """Risk of deterioration by horizon, with uncertainty, from a quantile forecast and the history.
 
-Design (chosen by cross-fitting on the training cohort, see docs/forecasting.md "Risk"): the
+Design (chosen by cross-fitting on training-side cohorts, see docs/forecasting.md "Risk"): the
 TFT forecasts vitals, not the outcome; risk is a *calibrated mapping* from two groups of
 features through one L2-regularised logistic regression per horizon.
 
 - Forecast (``FORECAST_FEATURES``): for a horizon of k steps, NEWS2 scored on the forecast at
   three quantile levels - the median, the adverse 90 % (the 0.9 quantile of HR, RR and
   temperature with the 0.1 quantile of SpO2 and SBP) and the extreme 98 % - each level's worst
-  step within the horizon, the current NEWS2, and the forecast change of each vital.
+  step within the horizon, the current NEWS2, the forecast change of each vital, and per vital
+  its NEWS2 points on the adverse forecast (worst step) and the 80 % interval's width at the
+  horizon (``VITAL_FORECAST_FEATURES``).
 - Observed history (``HISTORY_FEATURES``, the same for every horizon): NEWS2 scored on the last
   hourly step, its worst over the last 3 h and its change over 3 h and 6 h, each vital's change
   over 3 h and 6 h (signed so that positive is adverse, in normalisation scales), and the
   latest lactate, WBC, CRP and creatinine. The forecast features alone miss the recent slope
-  that precedes a deterioration: adding these lifted the cross-fitted 6 h AUROC from 0.965 to
-  0.991 (``evaluation.risk_designs``).
+  that precedes a deterioration (``evaluation.risk_designs``: "tft_quantiles only").
 
-The head is fitted on eligible windows of every training-cohort patient (training,
-validation and calibration: ``models.training``). The same head fitted on a persistence
-forecast (every quantile = the last observed value) with the same history features is the
+The head is fitted on eligible windows of every training-cohort patient (training, validation
+and calibration) and of a *risk cohort*, more patients of the same recipe that only the heads
+see (``models.training``): with the training cohort's 36 deteriorations alone, the per-vital
+features did not pay for themselves at 12 h. The same head fitted on a persistence forecast
+(every quantile = the last observed value) with the same history features is the
 persistence-based risk baseline, so the two differ only in the forecast.
 
 Uncertainty is a patient-level bootstrap of the head: ``n_boot`` refits on resampled patients;
@@ -38,6 +41,14 @@ from models.features import FeatureSpec
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+_VITALS = ("heart_rate", "respiratory_rate", "spo2", "systolic_bp", "temperature")
+# Per vital: its NEWS2 points on the adverse forecast (worst step within the horizon) and the
+# forecast's 80 % interval width at the horizon; the totals above cannot say which vital is
+# heading for a band edge, nor how sure the network is of it.
+VITAL_FORECAST_FEATURES: tuple[str, ...] = (
+    *(f"points_adverse_{v}" for v in _VITALS),
+    *(f"spread_80_{v}" for v in _VITALS),
+)
 FORECAST_FEATURES: tuple[str, ...] = (
     "bias",
     "news2_now",
@@ -49,8 +60,8 @@ FORECAST_FEATURES: tuple[str, ...] = (
     "d_spo2",
     "d_systolic_bp",
     "d_temperature",
+    *VITAL_FORECAST_FEATURES,
 )
-_VITALS = ("heart_rate", "respiratory_rate", "spo2", "systolic_bp", "temperature")
 _UP = {"heart_rate": True, "respiratory_rate": True, "spo2": False, "systolic_bp": False}
 # The sign that makes a vital's change adverse; temperature (not listed) counts a rise, as
 # the fever of sepsis, the deterioration the simulated cohorts see most.
@@ -164,29 +175,45 @@ def forecast_features(quantiles: F32, ctx: RiskContext, spec: FeatureSpec) -> F6
     def pick(name: str) -> F32:
         return q(name, up if _UP[name] else down)
 
-    temp = np.maximum(
-        n2.temperature_points(q("temperature", up)),
-        n2.temperature_points(q("temperature", down)),
-    )
+    points = {  # each vital's NEWS2 points [N, D, level], in _VITALS order
+        "heart_rate": n2.pulse_points(pick("heart_rate")),
+        "respiratory_rate": n2.respiratory_rate_points(pick("respiratory_rate")),
+        "spo2": n2.spo2_points(
+            pick("spo2"), ctx.on_oxygen[:, None, None], ctx.scale2[:, None, None]
+        ),
+        "systolic_bp": n2.systolic_bp_points(pick("systolic_bp")),
+        "temperature": np.maximum(
+            n2.temperature_points(q("temperature", up)),
+            n2.temperature_points(q("temperature", down)),
+        ),
+    }
     total = (
-        n2.respiratory_rate_points(pick("respiratory_rate")).astype(np.int16)
-        + n2.spo2_points(pick("spo2"), ctx.on_oxygen[:, None, None], ctx.scale2[:, None, None])
-        + n2.systolic_bp_points(pick("systolic_bp"))
-        + n2.pulse_points(pick("heart_rate"))
-        + temp
+        points["respiratory_rate"].astype(np.int16)
+        + points["spo2"]
+        + points["systolic_bp"]
+        + points["heart_rate"]
+        + points["temperature"]
     )
     scores = (total + fixed[:, None, None]).astype(np.int16)  # [N, D, level]
     worst = np.maximum.accumulate(scores, axis=1)  # worst step so far
     steps = np.asarray(spec.horizon_steps) - 1
+    n_v = len(_VITALS)
     out = np.zeros((quantiles.shape[0], len(steps), len(FORECAST_FEATURES)))
     out[..., 0] = 1.0
     out[..., 1] = ctx.news2_now[:, None] / 10.0
     out[..., 2:5] = worst[:, steps, :] / 10.0
+    lo80, hi80 = _level(spec, 0.1), _level(spec, 0.9)
     for j, name in enumerate(_VITALS):
         last = ctx.last_obs[:, ti[name], None]
         fc = quantiles[:, ti[name], steps, med]  # [N, H]
         scale = spec.center_scale(name)[1]
         out[..., 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
+        # Which vital drives the adverse forecast (its worst points so far, of 3), and how
+        # unsure the network is about it (the 80 % interval's width at the horizon).
+        adverse = np.maximum.accumulate(points[name][..., 1], axis=1)  # [N, D]
+        out[..., 5 + n_v + j] = adverse[:, steps] / 3.0
+        width = quantiles[:, ti[name], steps, hi80] - quantiles[:, ti[name], steps, lo80]
+        out[..., 5 + 2 * n_v + j] = width / scale
     return out
 
 
@@ -257,10 +284,13 @@ class RiskHead:
             from models.errors import SpecMismatch
 
             raise SpecMismatch("the risk head was fitted on other features than this code builds")
+        weights = np.asarray(data["weights"], dtype=np.float64)
+        n_h, n_f = weights.shape
         return cls(
             tuple(data["horizons_h"]),
-            np.asarray(data["weights"], dtype=np.float64),
-            np.asarray(data["boot"], dtype=np.float64),
+            weights,
+            # [H, B, F] even with no refits (B = 0: the persistence baseline's, never predicted)
+            np.asarray(data["boot"], dtype=np.float64).reshape(n_h, -1, n_f),
             str(data.get("kind", "tft_quantiles")),
         )
 

@@ -12,9 +12,12 @@ per-variable GRNs as one batched matmul each. Both are exact rewrites
 After the network: the anchor on persistence (``models.anchor``) is fitted on the validation
 patients' forecasts; the risk heads on the anchored forecasts and observed history of every
 patient's eligible windows (training patients included: with validation and calibration
-patients alone they learnt from 7 deteriorations and ranked worse, see ``risk_designs``), their
-design comparison cross-fitted on the validation and calibration patients, whose forecasts the
-network never trained on; and the checkpoint is written with its metadata (``registry``).
+patients alone they learnt from 7 deteriorations and ranked worse, see ``risk_designs``) and,
+when given, of a separate *risk cohort* (``risk_ds``: more deteriorations for the head to learn
+from, through the network already trained - it costs forecasts, not training); their design
+comparison cross-fitted on the patients whose forecasts the network never trained on
+(validation, calibration and the risk cohort); and the checkpoint is written with its metadata
+(``registry``).
 
 ``seed`` fixes the split, the initial weights, the batch order and the bootstrap: the same
 dataset, config and thread count give the same weights (``torch.use_deterministic_algorithms``
@@ -226,7 +229,11 @@ def predict_quantiles(
 def fit_risk_heads(
     q: np.ndarray, w: Windows, spec: FeatureSpec, cfg: TrainConfig
 ) -> dict[str, risk_mod.RiskHead]:
-    """The TFT head and the persistence-baseline head, on the eligible windows of ``w``."""
+    """The TFT head and the persistence-baseline head, on the eligible windows of ``w``.
+
+    The baseline is only ever ranked (``evaluation``), so it gets no bootstrap refits: with a
+    risk cohort those cost the training command ~15 s for nothing.
+    """
     ok = w.eligible
     ctx = risk_mod.RiskContext.of(w.take(ok), spec)
     groups = w.patient[ok]
@@ -237,8 +244,9 @@ def fit_risk_heads(
         ("persistence", risk_mod.persistence_quantiles(ctx, spec)),
     ):
         feats = risk_mod.features(quant, ctx, spec)
+        n_boot = cfg.n_boot if kind == "tft_quantiles" else 0
         heads[kind] = risk_mod.fit(
-            feats, labels, groups, spec, n_boot=cfg.n_boot, seed=cfg.seed, kind=kind
+            feats, labels, groups, spec, n_boot=n_boot, seed=cfg.seed, kind=kind
         )
     return heads
 
@@ -251,8 +259,13 @@ def train(
     *,
     name: str = "default",
     source: dict[str, Any] | None = None,
+    risk_ds: Dataset | None = None,
 ) -> TrainResult:
-    """Fit the TFT and its risk head on ``ds``; write a checkpoint to ``out_dir`` if given."""
+    """Fit the TFT and its risk head on ``ds``; write a checkpoint to ``out_dir`` if given.
+
+    ``risk_ds``: another cohort of the same case mix whose eligible windows the risk heads are
+    also fitted on (never the network or the anchor).
+    """
     t_start = time.monotonic()
     deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
     torch.set_num_threads(cfg.threads)
@@ -282,7 +295,24 @@ def train(
     w_all = Windows.concat([w_tr, w_va, w_ca])
     q_all = np.concatenate([predict_quantiles(fc, w_tr), q_va, predict_quantiles(fc, w_ca)])
     held_out = np.arange(w_all.n) >= w_tr.n
-    design = evaluation.risk_designs(q_all, w_all, held_out, spec, seed=cfg.seed)
+    from_training = np.ones(w_all.n, bool)
+    risk_data: dict[str, Any] = {}
+    if risk_ds is not None:
+        w_risk = build_windows(risk_ds, spec, stride_steps=cfg.stride_steps)
+        w_risk = w_risk.take(w_risk.eligible)  # the only windows a risk head reads
+        log.info("risk cohort: %d eligible windows", w_risk.n)
+        q_all = np.concatenate([q_all, predict_quantiles(fc, w_risk)])
+        w_all = Windows.merge([w_all, w_risk])
+        held_out = np.r_[held_out, np.ones(w_risk.n, bool)]
+        from_training = np.r_[from_training, np.zeros(w_risk.n, bool)]
+        risk_data = {
+            "fingerprint": risk_ds.fingerprint(),
+            "patients": len(risk_ds.patient_ids),
+            "eligible_windows": w_risk.n,
+        }
+    design = evaluation.risk_designs(
+        q_all, w_all, held_out, spec, training_cohort=from_training, seed=cfg.seed
+    )
     heads = fit_risk_heads(q_all, w_all, spec, cfg)
     metrics = {
         "val_loss": min(h["val_loss"] for h in history),
@@ -302,6 +332,7 @@ def train(
                 "patients": {"train": len(tr_ids), "val": len(va_ids), "calib": len(ca_ids)},
                 "windows": {"train": w_tr.n, "val": w_va.n, "calib": w_ca.n},
                 "source": source or {},
+                "risk_cohort": risk_data,
             },
             "training": {
                 **cfg.to_dict(),

@@ -145,3 +145,22 @@ def test_save_load_and_fingerprint(cohort: schema.Dataset, tmp_path) -> None:
     assert schema.Dataset(changed, *list(vars(cohort).values())[1:]).fingerprint() != (
         cohort.fingerprint()
     )
+
+
+def test_merge_keeps_each_cohorts_patients_apart(cohort: schema.Dataset, spec: FeatureSpec) -> None:
+    """Two cohorts whose patient ids repeat stay distinct groups: the second's indices are
+    offset past the first's, and every row still names its own patient."""
+    w = dataset.build_windows(cohort, spec, stride_steps=4)
+    a, b = w.take(np.arange(0, w.n, 2)), w.take(np.arange(1, w.n, 2))
+    merged = dataset.Windows.merge([a, b])
+    n_p = len(w.patient_ids)
+    assert merged.n == a.n + b.n
+    assert merged.patient_ids == w.patient_ids + w.patient_ids
+    np.testing.assert_array_equal(merged.patient[: a.n], a.patient)
+    np.testing.assert_array_equal(merged.patient[a.n :], b.patient + n_p)
+    names = [merged.patient_ids[i] for i in merged.patient]
+    assert names == [w.patient_ids[i] for i in (*a.patient, *b.patient)]
+    assert set(np.unique(merged.patient[: a.n])).isdisjoint(np.unique(merged.patient[a.n :]))
+    np.testing.assert_array_equal(merged.labels[a.n :], b.labels)
+    with pytest.raises(SchemaError):
+        dataset.Windows.merge([])

@@ -37,6 +37,20 @@ def reference_features(quantiles: np.ndarray, ctx: risk.RiskContext, spec: Featu
         )
         return (total + fixed[:, None]).astype(np.int16)
 
+    def vital_points(name: str, hi: int, lo: int) -> np.ndarray:
+        """One vital's NEWS2 points at one level, per step ``[N, D]``."""
+        q = quantiles[:, ti[name]]
+        if name == "temperature":
+            return np.maximum(n2.temperature_points(q[..., hi]), n2.temperature_points(q[..., lo]))
+        if name == "spo2":
+            return n2.spo2_points(q[..., lo], ctx.on_oxygen[:, None], ctx.scale2[:, None])
+        fn = {
+            "heart_rate": n2.pulse_points,
+            "respiratory_rate": n2.respiratory_rate_points,
+            "systolic_bp": n2.systolic_bp_points,
+        }[name]
+        return fn(q[..., hi if up[name] else lo])
+
     med = lv[0.5]
     levels = [score(med, med), score(lv[0.9], lv[0.1]), score(lv[0.98], lv[0.02])]
     out = np.zeros((quantiles.shape[0], len(spec.horizon_steps), len(risk.FORECAST_FEATURES)))
@@ -52,6 +66,9 @@ def reference_features(quantiles: np.ndarray, ctx: risk.RiskContext, spec: Featu
             fc = quantiles[:, ti[name], k - 1, med]
             scale = spec.center_scale(name)[1]
             out[:, h, 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
+            out[:, h, 10 + j] = vital_points(name, lv[0.9], lv[0.1])[:, :k].max(axis=1) / 3.0
+            width = quantiles[:, ti[name], k - 1, lv[0.9]] - quantiles[:, ti[name], k - 1, lv[0.1]]
+            out[:, h, 15 + j] = width / scale
     return out
 
 
@@ -129,3 +146,56 @@ def test_history_features_read_the_recent_slope(spec: FeatureSpec) -> None:
     assert (
         feats[:, :1, len(risk.FORECAST_FEATURES) :] == feats[:, :, len(risk.FORECAST_FEATURES) :]
     ).all()
+
+
+def test_per_vital_forecast_features_name_the_vital_and_its_spread(spec: FeatureSpec) -> None:
+    """A heart rate whose adverse (0.9) forecast crosses 131 bpm at step 4 scores 3 points (1.0)
+    from the horizon that contains step 4 on, and nothing before; the other vitals stay at 0;
+    the spread is the 80 % interval's width at the horizon, in normalisation scales."""
+    t, d, nq = len(spec.targets), spec.decoder_steps, len(spec.quantiles)
+    normal = {"heart_rate": 75, "respiratory_rate": 16, "spo2": 97, "temperature": 37.0}
+    centre = np.array([normal.get(x, 125.0 if x == "systolic_bp" else 100.0) for x in spec.targets])
+    offsets = np.linspace(-1, 1, nq)  # the levels evenly spaced around each centre
+    quantiles = np.broadcast_to(centre[None, :, None, None] + offsets, (1, t, d, nq)).copy()
+    hr, q90, q10 = spec.targets.index("heart_rate"), risk._level(spec, 0.9), risk._level(spec, 0.1)
+    quantiles[0, hr, 3:, q90] = 135.0  # adverse heart rate from step 4 (1-based) on
+    ctx = risk.RiskContext(
+        news2_now=np.zeros(1),
+        on_oxygen=np.zeros(1, bool),
+        not_alert=np.zeros(1, bool),
+        scale2=np.zeros(1, bool),
+        last_obs=centre[None].astype(np.float32),
+        history=np.zeros((1, spec.encoder_steps, 5)),
+        labs=np.zeros((1, 4), np.float32),
+    )
+    feats = risk.forecast_features(quantiles.astype(np.float32), ctx, spec)[0]
+    got = {n: feats[:, i] for i, n in enumerate(risk.FORECAST_FEATURES)}
+    expect = [1.0 if k >= 4 else 0.0 for k in spec.horizon_steps]
+    np.testing.assert_array_equal(got["points_adverse_heart_rate"], expect)
+    for v in ("respiratory_rate", "spo2", "systolic_bp", "temperature"):
+        np.testing.assert_array_equal(got[f"points_adverse_{v}"], 0.0)
+    width = offsets[q90] - offsets[q10]
+    scale = spec.center_scale("spo2")[1]
+    np.testing.assert_allclose(got["spread_80_spo2"], width / scale, rtol=1e-5)
+    hr_width = np.array(
+        [(135.0 if k >= 4 else 75 + offsets[q90]) - (75 + offsets[q10]) for k in spec.horizon_steps]
+    )
+    np.testing.assert_allclose(
+        got["spread_80_heart_rate"], hr_width / spec.center_scale("heart_rate")[1], rtol=1e-5
+    )
+
+
+def test_a_head_without_refits_round_trips_and_ranks(spec: FeatureSpec) -> None:
+    """The persistence baseline is fitted without bootstrap refits: it survives the checkpoint's
+    JSON with its ``[H, 0, F]`` shape and scores exactly as before."""
+    rng = np.random.default_rng(1)
+    n, h, f = 400, len(spec.risk_horizons_h), len(risk.FEATURES)
+    feats = rng.normal(size=(n, h, f))
+    feats[..., 0] = 1.0
+    labels = (rng.random((n, h)) < 1 / (1 + np.exp(-2 * feats[..., 1]))).astype(np.float32)
+    head = risk.fit(feats, labels, np.arange(n) // 4, spec, n_boot=0, kind="persistence")
+    back = risk.RiskHead.from_dict(head.to_dict())
+    assert back.boot.shape == (h, 0, f)
+    assert back.kind == "persistence"
+    np.testing.assert_array_equal(back.probability(feats), head.probability(feats))
+    assert (head.weights[:, 1] > 0.5).all()  # it learnt the informative feature
