@@ -27,6 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from streams import json_codec
 from streams.fhir import events_from_fhir
 from streams.pseudonym import Pseudonymiser
 from twin.batch import VitalBatch, read_vital_samples
@@ -160,7 +161,7 @@ class Ingress:
                 )
                 return result
             try:
-                decoded: Any = json.loads(raw)
+                decoded: Any = json_codec.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 result.items = 1
                 reject(Reason.MALFORMED, f"not JSON: {exc}", raw, position)
@@ -204,7 +205,7 @@ class Ingress:
             if len(raw) > self.max_record_bytes:
                 return None
             try:
-                decoded: Any = json.loads(raw)
+                decoded: Any = json_codec.loads(raw)
             except (ValueError, UnicodeDecodeError):
                 return None
         else:

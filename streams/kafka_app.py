@@ -36,6 +36,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams import json_codec
 from streams.forecasting import newest_due
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
 from streams.kafka_offsets import OffsetFrontier, OffsetGap
@@ -77,22 +78,21 @@ class Entry:
     alerts: AlertBook | None = None  # the patient's alert lifecycle, atomic with the twin
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
+        return json_codec.dumps(
             {
                 "v": ENVELOPE_VERSION,
                 "state": None if self.state is None else self.state.to_dict(),
                 "offsets": self.offsets,
                 "items": self.items,
-                "alerts": None if self.alerts is None else json.loads(self.alerts.to_bytes()),
-            },
-            separators=(",", ":"),
-        ).encode()
+                "alerts": None if self.alerts is None else self.alerts.model_dump(mode="json"),
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> Entry:
         if not data:
             return cls()
-        raw = json.loads(data)
+        raw = json_codec.loads(data)
         state = None if raw["state"] is None else TwinState.from_dict(raw["state"])
         book = raw.get("alerts")
         alerts = None if book is None else AlertBook.from_bytes(json.dumps(book).encode())
@@ -114,7 +114,7 @@ def notification_bytes(note: Notification) -> bytes:
 
 
 def effect_bytes(effect: Any) -> bytes:
-    return json.dumps({"v": ENVELOPE_VERSION, **effect.to_dict()}, separators=(",", ":")).encode()
+    return json_codec.dumps({"v": ENVELOPE_VERSION, **effect.to_dict()})
 
 
 @dataclass(slots=True)
