@@ -41,6 +41,7 @@ from streams.forecasting import newest_due
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
 from streams.kafka_offsets import OffsetFrontier, OffsetGap
 from streams.kafka_settings import KafkaSettings
+from streams.kafka_topics import key_partition
 from streams.metrics import (
     observe_batch,
     observe_forecast,
@@ -459,6 +460,21 @@ def make_app(
             known = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
         return int(known)
 
+    # Patient token -> (key bytes, partition) for the outputs. Every topic has the input's
+    # partition count (ensure_topics refuses others), so this is the partition the producer
+    # would hash the key to, for every output record; hashing once per patient saves a
+    # murmur2 in Python per record. Bounded: cleared when it has grown past a ward's worth.
+    routes: dict[str, tuple[bytes, int]] = {}
+
+    def route(key: str) -> tuple[bytes, int]:
+        hit = routes.get(key)
+        if hit is None:
+            if len(routes) >= 100_000:
+                routes.clear()
+            raw = key.encode()
+            hit = routes[key] = (raw, key_partition(raw, settings.partitions))
+        return hit
+
     async def _handle(events: list[Any]) -> None:
         started = time.monotonic()
         starts = {tp: await start_offset(tp) for tp in frontier.unknown(events)}
@@ -482,12 +498,14 @@ def make_app(
         send = app.producer.send
         sent = []
         for key, value in res.effects:
-            sent.append(await send(topics.effects, key.encode(), value, None, None, None))
+            raw, partition = route(key)
+            sent.append(await send(topics.effects, raw, value, partition, None, None))
         for dkey, value in res.dead:
-            dead_key = None if dkey is None else dkey.encode()
-            sent.append(await send(topics.dead_letter, dead_key, value, None, None, None))
+            raw, partition = (None, None) if dkey is None else route(dkey)
+            sent.append(await send(topics.dead_letter, raw, value, partition, None, None))
         for key, value in res.alerts:
-            sent.append(await send(topics.alerts, key.encode(), value, None, None, None))
+            raw, partition = route(key)
+            sent.append(await send(topics.alerts, raw, value, partition, None, None))
         for fut in sent:
             await fut
         # Then the state, sent here and awaited, never through `table[key] = value`: that

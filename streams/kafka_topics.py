@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka.partitioner import DefaultPartitioner
 from kafka.admin import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 
@@ -17,6 +18,17 @@ from streams.errors import ConfigError
 from streams.kafka_settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` on a topic of ``partitions``: the clients' default partitioner.
+
+    Where the edge producer (kafka-python) puts a patient's records, and where the worker's
+    producer (aiokafka) would put any keyed output; the worker names it itself so that its
+    producer does not hash the key again for every record.
+    """
+    everything = list(range(partitions))
+    return int(DefaultPartitioner()(key, everything, everything))
 
 
 def topic_configs(settings: KafkaSettings) -> dict[str, dict[str, str]]:
