@@ -39,6 +39,7 @@ from faust.types import TP
 from streams import json_codec
 from streams.forecasting import newest_due
 from streams.ingress import DeadLetter, Ingress, IngressResult, SourceKind, dead_letter
+from streams.kafka_consumer import use_fetch_wait
 from streams.kafka_offsets import OffsetFrontier, OffsetGap
 from streams.kafka_settings import KafkaSettings
 from streams.kafka_topics import key_partition
@@ -322,6 +323,7 @@ def make_app(
         table_standby_replicas=0,
         web_enabled=False,
     )
+    use_fetch_wait(app, settings.fetch_wait_ms)
     raw = faust.Schema(
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )

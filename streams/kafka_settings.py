@@ -14,6 +14,7 @@
 | VITALTWIN_COMMIT_INTERVAL_S | 1.0 | 2.8 (faust's default); lower = less replay after a crash |
 | VITALTWIN_BATCH_MAX | 2000 | records per micro-batch |
 | VITALTWIN_BATCH_WITHIN_S | 0.05 | micro-batch time bound (adds at most this latency) |
+| VITALTWIN_FETCH_WAIT_MS | 100 | longest the broker holds an empty fetch (``streams.kafka_consumer``) |
 | VITALTWIN_STALL_TIMEOUT_S | 60 | no progress this long while behind: exit 75 for a restart |
 | VITALTWIN_FORECAST | 1 | 0 switches the TFT off (as ``--no-forecast``) |
 | VITALTWIN_CHECKPOINT | the shipped one | your trained checkpoint directory |
@@ -103,6 +104,7 @@ class KafkaSettings:
     commit_interval_s: float = 1.0
     batch_max: int = 2000
     batch_within_s: float = 0.05
+    fetch_wait_ms: int = 100
     stall_timeout_s: float = 60.0
 
     @property
@@ -130,6 +132,7 @@ class KafkaSettings:
             "commit_interval_s": float(get("COMMIT_INTERVAL_S", base.commit_interval_s)),
             "batch_max": int(get("BATCH_MAX", base.batch_max)),
             "batch_within_s": float(get("BATCH_WITHIN_S", base.batch_within_s)),
+            "fetch_wait_ms": int(get("FETCH_WAIT_MS", base.fetch_wait_ms)),
             "stall_timeout_s": float(get("STALL_TIMEOUT_S", base.stall_timeout_s)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
