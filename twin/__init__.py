@@ -1,6 +1,6 @@
 """vitaltwin's pure core: events, twin state, the transition, early-warning scores.
 
-``twin`` depends on the standard library, numpy, msgpack and pydantic only. It performs no I/O
+``twin`` depends on the standard library, numpy and pydantic only. It performs no I/O
 and never reads a clock: event time is the only time.
 """
 
