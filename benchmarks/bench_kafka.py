@@ -50,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AioTP
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -57,6 +58,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 import streams.kafka_app as kafka_app
 import twin.transition as transition
 from streams.ingress import Ingress, SourceKind
+from streams.kafka_consumer import use_fetch_wait
 from streams.kafka_producer import EdgeProducer
 from streams.kafka_settings import KafkaSettings
 from streams.kafka_topics import ensure_topics
@@ -195,6 +197,47 @@ async def raw_consume(
         await consumer.stop()
 
 
+async def faust_consume(settings: KafkaSettings, total: int) -> float:
+    """Seconds a faust agent that does nothing but take and ack events takes for ``total``.
+
+    The ceiling any faust worker meets, whatever it does with the records: the same app
+    settings, consumer and ``take_events`` micro-batches as the worker, an empty body.
+    """
+    app = faust.App(
+        f"{settings.app_id}-bare",
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        web_enabled=False,
+    )
+    use_fetch_wait(app, settings.fetch_wait_ms)
+    raw = faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    seen = {"n": 0, "first": 0.0}
+
+    @app.agent(app.topic(*settings.topics.inputs, schema=raw))
+    async def bare(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            if not seen["n"]:
+                seen["first"] = time.perf_counter()
+            seen["n"] += len(events)
+
+    await app.start()
+    try:
+        deadline = time.monotonic() + 600
+        while seen["n"] < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bare faust agent took {seen['n']}/{total}")
+            await asyncio.sleep(0.005)
+        return time.perf_counter() - seen["first"]
+    finally:
+        await app.stop()
+
+
 class PhaseTimers:
     """Wall time spent in the worker's phases, by wrapping the functions it calls."""
 
@@ -319,6 +362,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         raw_s = asyncio.run(
             raw_consume(args.bootstrap, settings.topics.inputs, settings.partitions, n_records)
         )
+        bare_s = asyncio.run(faust_consume(settings, n_records))
         timing, profile = asyncio.run(worker_inprocess(settings, n_samples, args.profile))
         last_output, counts = outputs(args.bootstrap, settings)
         worker_s = last_output - timing["first_batch_at"]
@@ -333,6 +377,9 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             "raw_consume_s": raw_s,
             "raw_consume_records_per_s": n_records / raw_s,
             "raw_consume_samples_per_s": n_samples / raw_s,
+            # faust alone (an agent that only takes events): the ceiling of any faust worker.
+            "faust_bare_samples_per_s": n_samples / bare_s,
+            "faust_bare_share_of_raw": raw_s / bare_s,
             "worker_s": worker_s,
             "worker_records_per_s": n_records / worker_s,
             "worker_samples_per_s": n_samples / worker_s,
