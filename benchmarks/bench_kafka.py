@@ -238,6 +238,23 @@ async def faust_consume(settings: KafkaSettings, total: int) -> float:
         await app.stop()
 
 
+def python_probe_ms() -> float:
+    """Best of five runs of a fixed pure-Python loop (dict and string work, like the worker's).
+
+    Our 2-core virtual machines change speed by a third or more as neighbours come and go; the
+    probe, recorded with every run, tells a slow machine from a slow change.
+    """
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        table: dict[str, int] = {}
+        for i in range(200_000):
+            key = f"pt_{i % 500}"
+            table[key] = table.get(key, 0) + len(key)
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 2)
+
+
 class PhaseTimers:
     """Wall time spent in the worker's phases, by wrapping the functions it calls."""
 
@@ -590,6 +607,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "load_avg_at_start": os.getloadavg(),
+            "python_probe_ms": python_probe_ms(),
         },
         "bootstrap": args.bootstrap,
         "quick": args.quick,
