@@ -306,6 +306,7 @@ class PhaseTimers:
 async def worker_inprocess(
     settings: KafkaSettings, items: int, profile: bool
 ) -> tuple[dict[str, Any], str | None]:
+    kafka_app.tune_gc()  # as `vitaltwin worker` does
     timers = PhaseTimers()
     timers.install()
     profiler = cProfile.Profile() if profile else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -291,6 +292,18 @@ def _forecast_due(
             )
             entry.alerts = book
             alerts.extend((fc.patient_id, notification_bytes(n)) for n in notes)
+
+
+# The worker's collector thresholds (Python's default: 700, 10, 10). Decoding a batch allocates
+# a dict per sample, almost none of them in reference cycles, and with the default a young
+# collection ran every 700 of them and a full one, over faust's, torch's and every twin's
+# objects, every 70,000. Measured: 7 % less worker CPU at 30 samples a record.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Set the worker process's collector thresholds (the process owner calls this)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def make_app(

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from streams.influx import influx_sink_from_args
-    from streams.kafka_app import make_app
+    from streams.kafka_app import make_app, tune_gc
     from streams.kafka_topics import ensure_topics
     from streams.kafka_webhooks import KafkaWebhookRelay
     from streams.metrics import serve_metrics
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     relay = None
     if webhooks.receivers:
         relay = KafkaWebhookRelay(settings, webhooks, settings.data_dir / "outbox.db").start()
+    tune_gc()
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     try:
         # faust's Worker handles SIGINT/SIGTERM: it stops the agents, flushes the producer and
