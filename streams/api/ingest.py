@@ -158,7 +158,7 @@ class KafkaIngestor:
         self.clock = clock
 
     def ingest(self, kind: SourceKind, body: bytes) -> IngestReceipt:
-        from streams.kafka_app import dead_letter_bytes
+        from streams.kafka_batch import dead_letter_bytes
 
         received_at = self.clock()
         result = self.ingress.decode(kind, body, received_at=received_at, source=source_name(kind))

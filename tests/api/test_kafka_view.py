@@ -19,7 +19,7 @@ from ward_fixtures import Ward
 from streams.alert_store import AlertStore
 from streams.api import EventHub, create_app
 from streams.api.kafka_view import KafkaView
-from streams.kafka_app import Entry
+from streams.kafka_batch import Entry
 from streams.kafka_settings import KafkaSettings
 from twin.alerting import evaluate
 

@@ -4,9 +4,9 @@ subprocesses, topic readers, an offline replay, and a private second broker.
 The offline replay is the oracle: it consumes the input topics in partition order, decodes every
 record exactly as the worker does (``Ingress().decode`` with the record timestamp as
 ``received_at`` and ``topic:partition:offset`` as position) and folds each patient's events with
-``twin.apply_many``. It shares nothing with ``streams.kafka_app`` but the decoding, the twin
-and the ``Entry`` format, so a worker that loses, repeats or reorders records cannot agree with
-it by accident.
+``twin.apply_many``. It shares nothing with the worker (``streams.kafka_app``,
+``streams.kafka_batch``) but the decoding, the twin and the ``Entry`` format, so a worker that
+loses, repeats or reorders records cannot agree with it by accident.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from streams.ingress import Ingress, SourceKind, dead_letter
-from streams.kafka_app import STALL_EXIT_CODE, Entry
+from streams.kafka_app import STALL_EXIT_CODE
+from streams.kafka_batch import Entry
 from streams.kafka_producer import EdgeProducer
 from streams.kafka_settings import KafkaSettings, Topics
 from streams.pseudonym import Pseudonymiser, PseudonymStore

@@ -43,7 +43,7 @@ from _kafka_helpers import (
 )
 from kafka import KafkaAdminClient
 
-from streams.kafka_app import Entry
+from streams.kafka_batch import Entry
 from streams.kafka_settings import KafkaSettings
 from streams.kafka_topics import ensure_topics
 from streams.pseudonym import PseudonymStore

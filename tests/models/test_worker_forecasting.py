@@ -1,6 +1,6 @@
 """The Kafka worker's batch core answers "forecast due" with the TFT, as the embedded runtime does.
 
-``streams.kafka_app.process_batch`` is driven with faust-shaped records (no broker needed): the
+``streams.kafka_batch.process_batch`` is driven with faust-shaped records (no broker needed): the
 patients a batch makes due are forecast at the end of it, the forecasts leave on the effects
 topic with deterministic ids, reach the patients' alert books (written with the twin), and
 become InfluxDB points in the measurements the Grafana dashboards query.
@@ -18,7 +18,7 @@ from models.features import FeatureSpec
 from streams.forecast_stage import ForecastStage
 from streams.influx import SCHEMA, forecast_lines
 from streams.ingress import Ingress
-from streams.kafka_app import BatchResult, Entry, ForecastFn, process_batch
+from streams.kafka_batch import BatchResult, Entry, ForecastFn, process_batch
 from streams.kafka_settings import KafkaSettings
 from streams.metrics import REGISTRY
 from streams.pipeline import Outcome, Pipeline
