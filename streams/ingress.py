@@ -188,28 +188,32 @@ class Ingress:
 
         When the lane takes the record, ``result.batches`` holds one batch, ``events`` and
         ``dead`` are empty and ``items`` is its number of samples, and ``batches[0].events()``
-        are the events ``decode`` would have returned. Otherwise the result is ``decode``'s
-        (which parses the JSON again: that is the price of an unusual record).
+        are the events ``decode`` would have returned. Otherwise the result is ``decode``'s, on
+        the document the lane already parsed (bytes it could not parse go to ``decode`` as they
+        are, for their dead letter).
         """
-        if kind is SourceKind.WEARABLE:
-            batch = self._batch(raw, received_at)
-            if batch is not None:
-                return IngressResult(items=len(batch), batches=[batch])
-        return self.decode(kind, raw, received_at=received_at, source=source, position=position)
 
-    def _batch(
-        self, raw: bytes | Mapping[str, Any] | list[Any], received_at: datetime
-    ) -> VitalBatch | None:
-        """The lane: the record's samples as ``decode`` would validate them, as one batch."""
+        def fallback(record: Any) -> IngressResult:
+            return self.decode(
+                kind, record, received_at=received_at, source=source, position=position
+            )
+
+        oversized = isinstance(raw, bytes) and len(raw) > self.max_record_bytes
+        if kind is not SourceKind.WEARABLE or oversized:
+            return fallback(raw)
+        doc: Any = raw
         if isinstance(raw, bytes):
-            if len(raw) > self.max_record_bytes:
-                return None
             try:
-                decoded: Any = json_codec.loads(raw)
+                doc = json_codec.loads(raw)
             except (ValueError, UnicodeDecodeError):
-                return None
-        else:
-            decoded = raw
+                return fallback(raw)  # its dead letter carries the bytes
+        batch = self._batch(doc, received_at)
+        if batch is not None:
+            return IngressResult(items=len(batch), batches=[batch])
+        return fallback(doc)
+
+    def _batch(self, decoded: Any, received_at: datetime) -> VitalBatch | None:
+        """The lane: a parsed record's samples as ``decode`` would validate them, as one batch."""
         samples = _samples_of(decoded)
         if self.pseudonymiser is not None:
             if not all(isinstance(s, dict) for s in samples):
