@@ -31,6 +31,9 @@ def register(sub: Any) -> None:
         help="simulated seconds per wall second (0: as fast as possible)",
     )
     p.add_argument("--duration", type=float, help="stop after this many wall seconds")
+    p.add_argument(
+        "--max-records", type=int, help="stop after this many records (counted from the resume)"
+    )
     p.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the stores live")
     p.add_argument("--reset", action="store_true", help="start over (deletes --dir's stores)")
     p.add_argument("--quiet", action="store_true", help="no live summary, only the final one")
@@ -187,7 +190,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     reporter.start()
     started = time.monotonic()
     try:
-        stats = runtime.run(duration_s=args.duration)
+        stats = runtime.run(duration_s=args.duration, max_records=args.max_records)
         if forecasts is not None:
             forecasts.flush(runtime.states)
     finally:

@@ -60,13 +60,25 @@ def test_demo_resumes_after_a_stop_without_reapplying(tmp_path: Path) -> None:
     full = SqliteStore(full_dir / "vitaltwin.db")
 
     part_dir = tmp_path / "part"
-    run_demo(part_dir, "--duration", "0.5")  # stopped early, as Ctrl-C would
+    # stopped part-way, as Ctrl-C would; a record count, not a wall-clock, so a fast machine
+    # cannot finish the whole stream before the stop
+    run_demo(part_dir, "--max-records", "1500")
     stopped = SqliteStore(part_dir / "vitaltwin.db").accounting().received
     assert 0 < stopped < full.accounting().received
     run_demo(part_dir)  # resumes from the committed position
     resumed = SqliteStore(part_dir / "vitaltwin.db")
     assert resumed.accounting().received == full.accounting().received
     assert by_simulated_patient(full_dir) == by_simulated_patient(part_dir)
+
+
+def test_demo_duration_stops_a_paced_run_early(tmp_path: Path) -> None:
+    # 0.25 simulated days at 600x would take 36 s; --duration ends it after 0.5 s, cleanly
+    text = run_demo(tmp_path, "--speed", "600", "--duration", "0.5")
+    expected = sum(1 for _ in stream(SimulationConfig(patients=12, days=0.25, seed=3)))
+    acc = SqliteStore(tmp_path / "vitaltwin.db").accounting()
+    assert 0 < acc.received < expected
+    assert acc.processed + acc.dead_lettered == acc.received
+    assert f"received {acc.received}" in text
 
 
 def by_simulated_patient(directory: Path) -> dict[str, dict[str, object]]:
