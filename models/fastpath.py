@@ -12,6 +12,11 @@ torch, the Python overhead gone), eager torch, or onnxruntime when the checkpoin
 ``TemporalFusionTransformer.predict()`` on the same windows to 1e-4
 (``tests/models/test_fastpath.py``, every backend).
 
+With ``workers=2`` the network runs a batch as two halves at once, on two threads with one torch
+thread each (TorchScript and onnxruntime release the GIL while they compute): on two cores that
+beat one call with two intra-op threads at every batch size measured (``var/bench/forecast.json``,
+setting ``1x2``), because the TFT's ops are too small to split well inside one call.
+
 Per forecast: quantile trajectories of every target - the network's, anchored on the last
 observed values by the checkpoint's fitted ``anchor.Anchor`` (``Forecaster.calibrate``, the
 same function evaluation applies) - risk of deterioration by horizon with a 10-90 % interval
@@ -22,9 +27,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +87,10 @@ class ModelInputs:
     def from_windows(cls, w: Windows) -> ModelInputs:
         return cls(w.origin_ms, w.enc_unknown, w.known, w.statics, w.last_obs, w.news2_now)
 
+    @classmethod
+    def concat(cls, parts: Sequence[ModelInputs]) -> ModelInputs:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _INPUT_FIELDS))
+
     def take(self, rows: npt.ArrayLike) -> ModelInputs:
         idx = np.asarray(rows)
         return ModelInputs(
@@ -89,6 +101,9 @@ class ModelInputs:
             self.last_obs[idx],
             self.news2_now[idx],
         )
+
+
+_INPUT_FIELDS = ("origin_ms", "enc_unknown", "known", "statics", "last_obs", "news2_now")
 
 
 # ---- features from twin states ----------------------------------------------------------
@@ -521,8 +536,19 @@ class PatientForecast:
         }
 
 
+# Below this many rows a chunk's fixed cost (a thread hand-off, a smaller GEMM) outweighs what
+# the second core adds: a batch is split only into chunks of at least this size.
+MIN_CHUNK_ROWS = 8
+
+
 class Forecaster:
-    """A loaded checkpoint ready to forecast batches of twins."""
+    """A loaded checkpoint ready to forecast batches of twins.
+
+    ``threads``: torch's intra-op threads (process-wide). ``workers``: how many row chunks of a
+    batch the network runs at once, each on its own thread; pair ``workers=2`` with
+    ``threads=1`` on two cores. Chunks agree with the whole batch to float rounding (GEMMs of
+    another size may sum in another order): within the 1e-4 the fast path is held to.
+    """
 
     def __init__(
         self,
@@ -531,7 +557,15 @@ class Forecaster:
         *,
         backend: str = "auto",
         threads: int | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ModelsError(f"workers must be at least 1, not {workers}")
+        self.workers = workers
+        # workers - 1 helper threads: the calling thread runs the first chunk itself
+        self._pool = (
+            ThreadPoolExecutor(workers - 1, thread_name_prefix="forecast") if workers > 1 else None
+        )
         self.model = model
         self.checkpoint = checkpoint
         self.spec = checkpoint.spec
@@ -564,10 +598,11 @@ class Forecaster:
         *,
         backend: str = "auto",
         threads: int | None = None,
+        workers: int = 1,
     ) -> Forecaster:
         model, ckpt = registry.load(path, spec)
         ckpt.spec.check_twin_compatible()
-        return cls(model, ckpt, backend=backend, threads=threads)
+        return cls(model, ckpt, backend=backend, threads=threads, workers=workers)
 
     @property
     def backend(self) -> str:
@@ -575,7 +610,34 @@ class Forecaster:
 
     def raw(self, inputs: ModelInputs) -> list[np.ndarray]:
         """(prediction [N,T,D,Q], static weights, encoder weights, attention)."""
-        return self.runner(*model_x(inputs, self.spec))
+        spans = self._spans(inputs.n)
+        if len(spans) <= 1:
+            return self.runner(*model_x(inputs, self.spec))
+        return self._network([partial(inputs.take, np.arange(a, b)) for a, b in spans])
+
+    def _spans(self, n: int) -> list[tuple[int, int]]:
+        """The row chunks a batch of ``n`` runs as: one per worker, each >= MIN_CHUNK_ROWS."""
+        parts = min(self.workers, n // MIN_CHUNK_ROWS) if self._pool is not None else 1
+        cuts = np.linspace(0, n, max(parts, 1) + 1).astype(int).tolist()
+        return list(pairwise(cuts))
+
+    def _network(self, chunks: Sequence[Callable[[], ModelInputs]]) -> list[np.ndarray]:
+        """The network over consecutive chunks, each made when its turn comes: every chunk but
+        the last goes to a worker as soon as it is made (so making the next one overlaps it),
+        the last runs on this thread."""
+        assert self._pool is not None
+        pending: list[Future[list[np.ndarray]]] = []
+        for make in chunks[:-1]:
+            pending.append(self._pool.submit(self.runner, *model_x(make(), self.spec)))
+        mine = self.runner(*model_x(chunks[-1](), self.spec))
+        outs = [f.result() for f in pending]
+        return [np.concatenate(parts) for parts in zip(*outs, mine, strict=True)]
+
+    def close(self) -> None:
+        """Stop the worker threads (the Forecaster still runs, on the calling thread alone)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def calibrate(self, quantiles: F32, last_obs: F32) -> F32:
         """The post-network anchoring on persistence (``models.anchor``), fitted on validation
@@ -583,7 +645,11 @@ class Forecaster:
         return quantiles if self.anchor is None else self.anchor.apply(quantiles, last_obs)
 
     def run(self, inputs: ModelInputs) -> ForecastBatch:
-        raw, sw, ew, att = self.raw(inputs)
+        return self._finish(inputs, self.raw(inputs))
+
+    def _finish(self, inputs: ModelInputs, raw_out: list[np.ndarray]) -> ForecastBatch:
+        """Anchor the network's output and score the risk: everything after the forward."""
+        raw, sw, ew, att = raw_out
         pred = self.calibrate(raw, inputs.last_obs)
         spec = self.spec
         ctx = risk_mod.RiskContext.of(inputs, spec)
@@ -649,5 +715,20 @@ class Forecaster:
     def forecast_states(
         self, states: Sequence[TwinState], at_ms: Sequence[int] | None = None
     ) -> list[PatientForecast]:
-        inputs = features_from_states(states, self.spec, at_ms)
-        return self.results(self.run(inputs), [s.patient_id for s in states])
+        ids = [s.patient_id for s in states]
+        spans = self._spans(len(states))
+        if len(spans) <= 1:
+            inputs = features_from_states(states, self.spec, at_ms)
+            return self.results(self.run(inputs), ids)
+        # Chunk by chunk: a chunk's features (Python, holding the GIL) are built while the
+        # previous chunk's network runs on a worker (torch releases the GIL).
+        at = None if at_ms is None else list(at_ms)
+        chunks: list[ModelInputs] = []
+
+        def build(a: int, b: int) -> ModelInputs:
+            chunk = features_from_states(states[a:b], self.spec, None if at is None else at[a:b])
+            chunks.append(chunk)
+            return chunk
+
+        raw = self._network([partial(build, a, b) for a, b in spans])
+        return self.results(self._finish(ModelInputs.concat(chunks), raw), ids)

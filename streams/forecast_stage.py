@@ -35,10 +35,17 @@ class ForecastStage:
         self.forecasts = 0
 
     @classmethod
-    def load(cls, checkpoint: Path, store: SqliteStore, alerts: AlertStage | None) -> ForecastStage:
+    def load(
+        cls,
+        checkpoint: Path,
+        store: SqliteStore,
+        alerts: AlertStage | None,
+        workers: int = 1,
+    ) -> ForecastStage:
+        """``workers``: chunks of a forecast batch run at once, one torch thread each."""
         from models.fastpath import Forecaster
 
-        return cls(Forecaster.load(checkpoint, threads=1), store, alerts)
+        return cls(Forecaster.load(checkpoint, threads=1, workers=workers), store, alerts)
 
     def on_batch(self, outcome: Any, states: Mapping[str, TwinState]) -> None:
         started = time.monotonic()

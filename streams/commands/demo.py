@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -46,6 +47,12 @@ def register(sub: Any) -> None:
         help="forecaster checkpoint (the shipped one by default)",
     )
     p.add_argument("--no-forecast", action="store_true", help="run without the TFT forecaster")
+    p.add_argument(
+        "--forecast-workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="forecast batch chunks run at once, one core each (default: up to 2)",
+    )
     from streams.influx import add_influx_arguments
     from streams.webhooks.config import add_webhook_arguments
 
@@ -150,7 +157,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         from streams.forecast_stage import ForecastStage
 
         # Before the alert stage, so a batch's forecasts reach the forecast rule in that batch.
-        forecasts = ForecastStage.load(args.checkpoint, store, alerts)
+        forecasts = ForecastStage.load(
+            args.checkpoint, store, alerts, workers=args.forecast_workers
+        )
         hooks.append(forecasts.on_batch)
     hooks.append(alerts.on_batch)
     server = None

@@ -32,7 +32,10 @@ def register(sub: Any) -> None:
     p.add_argument("--shifted-home-fraction", type=float, default=0.8)
     p.add_argument("--no-shifted", action="store_true", help="skip the shifted case-mix cohort")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument(
+        "--workers", type=int, default=1, help="batch chunks run at once (2 x 1 thread on 2 cores)"
+    )
     p.add_argument("--out", type=Path, default=Path("var/eval"), help="report directory")
     p.set_defaults(func=run)
 
@@ -46,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     try:
-        fc = Forecaster.load(args.model or DEFAULT_DIR, backend=args.backend, threads=args.threads)
+        fc = Forecaster.load(
+            args.model or DEFAULT_DIR,
+            backend=args.backend,
+            threads=args.threads,
+            workers=args.workers,
+        )
         cohorts: list[tuple[str, Any]] = []
         if args.data is not None:
             cohorts.append((str(args.data), load_dataset(args.data)))

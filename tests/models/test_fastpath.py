@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models import dataset, explain, fastpath, registry, risk, training
+from models.errors import ModelsError
 from models.features import FeatureSpec
 from models.schema import Dataset
 from twin import apply_many
@@ -108,6 +109,54 @@ def test_results_from_twin_states(
     assert fr.outcome == "deterioration"
     assert len(fr.explanation) == 6
     assert fr.explanation[-1].feature == "attention_peak"
+
+
+def test_workers_split_a_batch_and_keep_every_row_its_own(
+    trained: Path, cohort: Dataset, windows: dataset.Windows, spec: FeatureSpec, events_for
+) -> None:
+    """With two workers a batch runs as two chunks at once; each patient still gets exactly
+    the forecast it gets alone (a chunk put back in the wrong place would swap patients)."""
+    one = fastpath.Forecaster.load(trained, spec)
+    two = fastpath.Forecaster.load(trained, spec, workers=2)
+    calls: list[int] = []
+    runner = two.runner
+
+    def counting(enc, dec, scale):  # type: ignore[no-untyped-def]
+        calls.append(len(enc))
+        return runner(enc, dec, scale)
+
+    two.runner = counting  # type: ignore[assignment]
+    inputs = fastpath.ModelInputs.from_windows(windows)
+    split = two.raw(inputs)
+    assert calls == [35, 35]
+    assert float(np.abs(split[0] - _predict(one.model, windows, spec)).max()) <= 1e-4
+    for a, b in zip(split, one.raw(inputs), strict=True):
+        assert a.shape == b.shape
+        assert float(np.abs(a - b).max()) <= 1e-4
+
+    # twin states, each at several forecast origins: 20 distinct rows, built chunk by chunk
+    t_end = int(cohort.samples["t_ms"].max())
+    pids = cohort.patient_ids[:4]
+    states = [apply_many(None, events_for(cohort, p, t_end - 3_600_000))[0] for p in pids]
+    rows = [(st, st.watermark_ms - k * 3_600_000) for st in states for k in range(5)]
+    at = [(t // spec.bin_ms) * spec.bin_ms for _, t in rows]
+    calls.clear()
+    got = two.forecast_states([st for st, _ in rows], at)
+    assert calls == [10, 10]
+    want = one.forecast_states([st for st, _ in rows], at)
+    assert [(r.patient_id, r.at_ms) for r in got] == [(r.patient_id, r.at_ms) for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert float(np.abs(g.quantile_array - w.quantile_array).max()) <= 1e-4
+        assert max(abs(g.risk[h] - w.risk[h]) for h in w.risk) <= 1e-6
+        assert [d.feature for d in g.drivers()] == [d.feature for d in w.drivers()]
+    # a batch too small to split runs on the calling thread alone
+    calls.clear()
+    two.forecast_states([st for st, _ in rows[:15]], at[:15])
+    assert calls == [15]
+    two.close()
+    assert len(two.forecast_states([st for st, _ in rows], at)) == 20  # still works, unsplit
+    with pytest.raises(ModelsError, match="workers"):
+        fastpath.Forecaster.load(trained, spec, workers=0)
 
 
 def test_explanation_agrees_with_interpret_output(
