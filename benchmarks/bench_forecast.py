@@ -1,7 +1,8 @@
 """Benchmark streaming inference: patient-forecasts/s, fast path vs pytorch-forecasting predict().
 
 Run: ``python benchmarks/bench_forecast.py --out var/bench/forecast.json [--model DIR]``
-(``--quick`` for fewer repetitions, ``--threads 1,2`` to measure several torch thread settings).
+(``--quick`` for fewer repetitions, ``--threads 1,2,1x2`` to measure several settings: ``T`` is
+T torch threads, ``TxW`` T torch threads in each of W workers that run chunks of a batch at once).
 
 Inputs are real twins: a synthetic cohort's events are folded through ``twin.apply_many`` for
 a day, and the resulting states are repeated (under new ids) up to the largest batch. For each
@@ -20,7 +21,10 @@ load drifts during a run, and interleaving spreads it over every candidate alike
 
 Every candidate, ``predict()`` included, runs under the same torch thread setting: one setting
 per process (changing torch's thread count inside a process rebuilds its pool and distorts the
-next calls), so ``--threads 1,2`` runs one child process per setting and merges their reports.
+next calls), so ``--threads 1,2,1x2`` runs one child process per setting and merges their
+reports. ``predict()`` has no workers: in a ``1x2`` process it runs at one torch thread, so the
+merged report also sets the fast path against the fastest ``predict()`` of any setting
+(``speedup_vs_fastest_predict_at_64``), which is the figure the 10x target is judged on.
 
 Targets (issue): fast path >= 10x ``predict`` at batch 64 (aim 20x), >= 5,000
 patient-forecasts/s at batch 1000, p99 <= 200 ms for a batch of 64, and agreement with
@@ -101,27 +105,38 @@ def interleaved(cands: dict, warmup: int = 2) -> dict[str, list[float]]:
     return times
 
 
-def run(path: Path, threads: int, sizes: list[int], quick: bool) -> dict:
+def parse_setting(text: str) -> tuple[int, int]:
+    """``"2"`` -> 2 torch threads, 1 worker; ``"1x2"`` -> 1 torch thread in each of 2 workers."""
+    threads, _, workers = text.partition("x")
+    return int(threads), int(workers or 1)
+
+
+def run(path: Path, setting: str, sizes: list[int], quick: bool) -> dict:
     import numpy as np
     import onnxruntime
     import torch
 
     from models import dataset, fastpath, registry
 
+    threads, workers = parse_setting(setting)
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
     states = build_states(max(sizes))
     at = [(s.watermark_ms // 900_000) * 900_000 for s in states]
     runners = {
-        DEFAULT: fastpath.Forecaster.load(path, threads=threads),
-        "fast_torch": fastpath.Forecaster.load(path, backend="torch", threads=threads),
+        DEFAULT: fastpath.Forecaster.load(path, threads=threads, workers=workers),
+        "fast_torch": fastpath.Forecaster.load(
+            path, backend="torch", threads=threads, workers=workers
+        ),
     }
     if (Path(path) / registry.ONNX).exists():
-        runners["fast_onnx"] = fastpath.Forecaster.load(path, backend="onnx", threads=threads)
+        runners["fast_onnx"] = fastpath.Forecaster.load(
+            path, backend="onnx", threads=threads, workers=workers
+        )
     else:
         # No shipped graph (training refuses one that differs from torch by more than 1e-4):
         # export one here to compare the runtime; its agreement is measured like the others'.
-        onnx = fastpath.Forecaster.load(path, backend="torch", threads=threads)
+        onnx = fastpath.Forecaster.load(path, backend="torch", threads=threads, workers=workers)
         sample = fastpath.features_from_states(states[:16], onnx.spec, at[:16])
         graph = fastpath.export_onnx(onnx.model, onnx.spec, sample)
         onnx.runner = fastpath.OnnxRunner(graph, threads)
@@ -211,7 +226,9 @@ def run(path: Path, threads: int, sizes: list[int], quick: bool) -> dict:
     return {
         "model": str(path),
         "spec_hash": spec.hash(),
+        "setting": setting,
         "threads": threads,
+        "workers": workers,
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "default_backend": default.backend,
@@ -253,7 +270,12 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("var/bench/forecast.json"))
     # The issue measures on 2 cores: one torch thread and two, each in its own process.
-    ap.add_argument("--threads", default="1,2", help="torch threads; a list runs one process each")
+    ap.add_argument(
+        "--threads",
+        default="1,2,1x2",
+        help="settings: T (torch threads) or TxW (T threads in each of W workers); a list runs "
+        "one process each",
+    )
     ap.add_argument("--batches", default="1,64,1000")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = ap.parse_args()
@@ -262,7 +284,7 @@ def main() -> None:
 
     path = args.model or registry.DEFAULT_DIR
     sizes = [int(b) for b in args.batches.split(",")]
-    settings = [int(t) for t in args.threads.split(",")]
+    settings = args.threads.split(",")
     if len(settings) == 1:
         report = run(path, settings[0], sizes, args.quick)
     else:
@@ -272,7 +294,7 @@ def main() -> None:
     print(json.dumps(_digest(report), indent=2))
 
 
-def _per_setting(args: argparse.Namespace, settings: list[int]) -> dict:
+def _per_setting(args: argparse.Namespace, settings: list[str]) -> dict:
     """One child process per thread setting, one after the other; the headline is the setting
     that meets the most targets (then the faster at batch 64); every setting's report is kept."""
     import subprocess
@@ -304,9 +326,23 @@ def _per_setting(args: argparse.Namespace, settings: list[int]) -> dict:
         return met, got["speedup_vs_predict_at_64"] or 0.0
 
     best = max(reports, key=merit)
+    head = reports[best]
+    # predict() at its fastest in any setting (it has no workers), against the headline
+    at_64 = [r["results"]["predict"].get("64", {}).get("median_ms") for r in reports.values()]
+    fastest = min(at_64) if at_64 and None not in at_64 else None
+    ours = head["results"][DEFAULT].get("64", {}).get("median_ms")
+    conservative = fastest / ours if fastest and ours else None
+    targets = {
+        **head["targets"],
+        "fastest_predict_ms_at_64": fastest,
+        "speedup_vs_fastest_predict_at_64": conservative,
+        "speedup_target_10x_met": bool(conservative and conservative >= 10),
+        "speedup_aim_20x_met": bool(conservative and conservative >= 20),
+    }
     return {
-        **reports[best],
-        "headline_threads": int(best),
+        **head,
+        "targets": targets,
+        "headline_setting": best,
         "by_threads": {
             t: {
                 k: r[k]
