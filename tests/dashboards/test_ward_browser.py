@@ -84,7 +84,6 @@ def tile_ids(page: Page) -> list[str]:
 
 def test_ward_dashboard_live_in_chromium(live_ward: tuple[Ward, str]) -> None:
     ward, url = live_ward
-    started = time.monotonic()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -161,4 +160,3 @@ def test_ward_dashboard_live_in_chromium(live_ward: tuple[Ward, str]) -> None:
         # Only on request: a test run must not rewrite a tracked file.
         README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ARTIFACTS / "ward.png", README_IMAGE)
-    assert time.monotonic() - started < 60
