@@ -79,6 +79,19 @@ def run(
     return book, out
 
 
+def muted_book(until_min: int) -> AlertBook:
+    """A new book with every rule silenced from T0 for ``until_min`` minutes."""
+    book, _ = silence(
+        AlertBook(patient_id="p1"),
+        rule=None,
+        ends_ms=T0_MS + until_min * MIN,
+        by="a",
+        reason="x",
+        at_ms=T0_MS,
+    )
+    return book
+
+
 MEDIUM = News2BandRule(
     name="medium", threshold=5, pending_for_s=300, resolve_after_s=600, repeat_interval_s=3600
 )
@@ -249,14 +262,7 @@ def test_silence_mutes_then_lets_a_still_firing_alert_through() -> None:
 
 
 def test_an_episode_muted_throughout_never_notifies_not_even_resolved() -> None:
-    book, _ = silence(
-        AlertBook(patient_id="p1"),
-        rule=None,
-        ends_ms=T0_MS + 60 * MIN,
-        by="a",
-        reason="x",
-        at_ms=T0_MS,
-    )
+    book = muted_book(until_min=60)
     _, notes = run([(0, 7), (5, 0), (20, 0)], POLICY, book)
     assert notes == []
 
@@ -325,14 +331,7 @@ def test_a_quiet_evaluation_still_moves_the_book_along() -> None:
     must still drop silences that ran out and keep the newest forecast for later rules."""
     rule = ForecastRiskRule(name="fc", horizon_h=12, threshold=0.3, max_age_s=3600)
     policy = AlertPolicy(rules=(rule,))
-    book, _ = silence(
-        AlertBook(patient_id="p1"),
-        rule=None,
-        ends_ms=T0_MS + 5 * MIN,
-        by="a",
-        reason="x",
-        at_ms=T0_MS,
-    )
+    book = muted_book(until_min=5)
     book, notes = evaluate(book, state(0), T0_MS + 10 * MIN, policy)
     assert (notes, book.silences, book.evaluated_at_ms) == ([], (), T0_MS + 10 * MIN)
     low = ForecastRisk(made_at_ms=T0_MS + 10 * MIN, risk={12.0: 0.1})
@@ -467,14 +466,7 @@ def test_command_validation() -> None:
 
 
 def test_unsilence_removes_a_silence() -> None:
-    book, _ = silence(
-        AlertBook(patient_id="p1"),
-        rule=None,
-        ends_ms=T0_MS + 60 * MIN,
-        by="a",
-        reason="x",
-        at_ms=T0_MS,
-    )
+    book = muted_book(until_min=60)
     sid = book.silences[0].silence_id
     cmd = AlertCommand(action="unsilence", patient_id="p1", silence_id=sid, by="a", at_ms=T0_MS)
     book, audit = apply_command(book, cmd)
