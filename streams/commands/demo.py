@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from streams.commands import positive_int
+
 BANDS = ("routine", "low", "low_medium", "medium", "high")
 
 
@@ -33,7 +35,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--duration", type=float, help="stop after this many wall seconds")
     p.add_argument(
-        "--max-records", type=int, help="stop after this many records (counted from the resume)"
+        "--max-records",
+        type=positive_int,
+        help="stop after this many records (counted from the resume)",
     )
     p.add_argument("--dir", type=Path, default=Path("var/demo"), help="where the stores live")
     p.add_argument("--reset", action="store_true", help="start over (deletes --dir's stores)")
@@ -49,7 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-forecast", action="store_true", help="run without the TFT forecaster")
     p.add_argument(
         "--forecast-workers",
-        type=int,
+        type=positive_int,
         default=min(2, os.cpu_count() or 1),
         help="forecast batch chunks run at once, one core each (default: up to 2)",
     )

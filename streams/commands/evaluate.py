@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streams.commands import positive_int
 from streams.commands.train import DEFAULT_RISK, parse_risk
 
 SHIFTED_RISK = "sepsis=2,hf_decompensation=6,copd_exacerbation=6"
@@ -34,7 +35,10 @@ def register(sub: Any) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument(
-        "--workers", type=int, default=1, help="batch chunks run at once (2 x 1 thread on 2 cores)"
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="batch chunks run at once (2 x 1 thread on 2 cores)",
     )
     p.add_argument("--out", type=Path, default=Path("var/eval"), help="report directory")
     p.set_defaults(func=run)

@@ -81,6 +81,16 @@ def test_demo_duration_stops_a_paced_run_early(tmp_path: Path) -> None:
     assert f"received {acc.received}" in text
 
 
+@pytest.mark.parametrize(
+    "flag", ["--max-records", "--forecast-workers"], ids=["max-records", "workers"]
+)
+def test_demo_refuses_counts_below_one(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # --max-records 0 would still process one record; 0 workers would fail after set-up
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", flag, "0"])
+    assert f"argument {flag}: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def by_simulated_patient(directory: Path) -> dict[str, dict[str, object]]:
     """Each twin's clinical content keyed by the simulator's id (tokens are random per store)."""
     pseudonyms = PseudonymStore(directory / "pseudonyms.db")
