@@ -29,7 +29,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from functools import partial
 from itertools import pairwise
@@ -89,21 +89,12 @@ class ModelInputs:
 
     @classmethod
     def concat(cls, parts: Sequence[ModelInputs]) -> ModelInputs:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _INPUT_FIELDS))
+        names = [f.name for f in fields(cls)]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in names))
 
     def take(self, rows: npt.ArrayLike) -> ModelInputs:
         idx = np.asarray(rows)
-        return ModelInputs(
-            self.origin_ms[idx],
-            self.enc_unknown[idx],
-            self.known[idx],
-            self.statics[idx],
-            self.last_obs[idx],
-            self.news2_now[idx],
-        )
-
-
-_INPUT_FIELDS = ("origin_ms", "enc_unknown", "known", "statics", "last_obs", "news2_now")
+        return ModelInputs(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
 # ---- features from twin states ----------------------------------------------------------
