@@ -14,8 +14,10 @@ Layout (one job per module; import the module you need, this package imports not
   (weight and spread per target and step, fitted on validation patients).
 - ``step``: exact, faster rewrites of one training step (flat Adam, batched variable selection).
 - ``registry``: models directories; loading refuses a checkpoint whose feature spec differs.
-- ``fastpath``: tensors straight from twin states (batched bin read: ``twin.windows``), frozen
-  TorchScript / eager torch / ONNX forward, risk and explanation.
+- ``twin_inputs``: forecast inputs straight from twin states (batched bin read: ``twin.windows``).
+- ``runners``: the network's forward on those inputs - frozen TorchScript, eager torch or ONNX.
+- ``fastpath``: ``Forecaster`` - inputs, forward (split over workers), anchor, risk and
+  explanation records; re-exports the two modules above.
 - ``risk`` / ``explain``: deterioration probability by horizon from the forecast and the observed
   history; top variables and attention.
 - ``protocol``: the small ``Forecaster`` protocol and the persistence / NEWS2 baselines.

@@ -19,9 +19,10 @@ import numpy as np
 from models import risk as risk_mod
 from models.dataset import build_windows
 from models.explain import Explanation
-from models.fastpath import ForecastBatch, ModelInputs
+from models.fastpath import ForecastBatch
 from models.features import FeatureSpec
 from models.schema import Dataset
+from models.twin_inputs import ModelInputs
 
 
 @runtime_checkable

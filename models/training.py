@@ -43,11 +43,13 @@ from models import risk as risk_mod
 from models.batches import WindowTensors
 from models.dataset import Windows, build_windows
 from models.errors import ModelsError
-from models.fastpath import Forecaster, ModelInputs, export_onnx
+from models.fastpath import Forecaster
 from models.features import FeatureSpec
 from models.network import NetConfig
+from models.runners import export_onnx
 from models.schema import Dataset
 from models.step import FlatAdam, stacked_variable_selection
+from models.twin_inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +362,7 @@ def _try_onnx(model: Any, spec: FeatureSpec, w: Windows) -> bytes | None:
         return None
     import tempfile
 
-    from models.fastpath import OnnxRunner, TorchRunner, model_x
+    from models.runners import OnnxRunner, TorchRunner, model_x
 
     sample = ModelInputs.from_windows(w.take(np.arange(min(w.n, 256))))
     data = export_onnx(model, spec, sample)

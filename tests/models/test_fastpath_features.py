@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from models import fastpath, outcomes
+from models import fastpath, outcomes, twin_inputs
 from models.features import (
     CONSCIOUSNESS_STALE_MS,
     LAB_STALE_MS,
@@ -58,7 +58,7 @@ def reference_statics(
     for i, st in enumerate(states):
         at = int(origin_ms[i])
         if st.demographics is not None:
-            age[i] = fastpath._age_years(st.demographics[2], at)
+            age[i] = twin_inputs._age_years(st.demographics[2], at)
             flags["female"][i] = st.demographics[3] == "female"
         com = st.comorbidities
         flags["heart_failure"][i] = "heart_failure" in com
@@ -67,13 +67,13 @@ def reference_statics(
         flags["ckd"][i] = "ckd" in com
         flags["hypertension"][i] = "hypertension" in com
         flags["spo2_scale2"][i] = "hypercapnic_respiratory_failure" in com or st.spo2_scale == 2
-        flags["on_oxygen"][i] = fastpath._on_oxygen(st, at)
+        flags["on_oxygen"][i] = twin_inputs._on_oxygen(st, at)
         for med in ("antibiotic", "diuretic", "insulin"):
             flags[med][i] = med in st.active_medications
-        acvpu = fastpath._latest(st, Signal.CONSCIOUSNESS, at, CONSCIOUSNESS_STALE_MS)
+        acvpu = twin_inputs._latest(st, Signal.CONSCIOUSNESS, at, CONSCIOUSNESS_STALE_MS)
         flags["not_alert"][i] = bool(np.isfinite(acvpu) and acvpu != 0)
         for lab in spec.labs:
-            labs[lab][i] = fastpath._latest(st, Signal(lab), at, LAB_STALE_MS[lab])
+            labs[lab][i] = twin_inputs._latest(st, Signal(lab), at, LAB_STALE_MS[lab])
     return StaticInputs(age=age, flags=flags, labs=labs)
 
 

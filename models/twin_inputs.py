@@ -1,0 +1,214 @@
+"""Forecast inputs straight from twin states: no pandas and no ``TimeSeriesDataSet``.
+
+``features_from_states`` reads the whole batch's bins at once (``twin.windows.bins_ending_at``:
+the same values ``TwinState.window()`` reports, bit for bit, without a Python loop per twin and
+bin) and each twin's newest statics, and calls the same ``features`` functions the training
+windows were built with (``tests/models/test_fastpath_features.py`` holds the two equal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import date
+
+import numpy as np
+import numpy.typing as npt
+
+from models import news2 as news2_mod
+from models.dataset import Windows
+from models.errors import SpecMismatch
+from models.features import (
+    CONSCIOUSNESS_STALE_MS,
+    LAB_STALE_MS,
+    ORIGIN_FLAGS,
+    PATIENT_FLAGS,
+    FeatureSpec,
+    StaticInputs,
+    aggregate_steps,
+    encoder_unknowns,
+    fill_steps,
+    known_inputs,
+    static_inputs,
+)
+from twin.signals import SIGNALS, Signal
+from twin.state import TwinState
+from twin.windows import bins_ending_at
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A batch of forecast inputs (``Windows``' encoder side). All arrays share axis 0."""
+
+    origin_ms: I64
+    enc_unknown: F32  # [N, E, U]
+    known: F32  # [N, E + D, K]
+    statics: F32  # [N, S]
+    last_obs: F32  # [N, T]
+    news2_now: npt.NDArray[np.int16]
+
+    @property
+    def n(self) -> int:
+        return int(self.origin_ms.shape[0])
+
+    @classmethod
+    def from_windows(cls, w: Windows) -> ModelInputs:
+        return cls(w.origin_ms, w.enc_unknown, w.known, w.statics, w.last_obs, w.news2_now)
+
+    @classmethod
+    def concat(cls, parts: Sequence[ModelInputs]) -> ModelInputs:
+        names = [f.name for f in fields(cls)]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in names))
+
+    def take(self, rows: npt.ArrayLike) -> ModelInputs:
+        idx = np.asarray(rows)
+        return ModelInputs(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+
+def _age_years(birth_iso: str | None, at_ms: int) -> float:
+    if not birth_iso:
+        return math.nan
+    born = date.fromisoformat(birth_iso)
+    at = date.fromordinal(date(1970, 1, 1).toordinal() + at_ms // 86_400_000)
+    return (at - born).days / 365.25
+
+
+def _latest(st: TwinState, sig: Signal, at_ms: int, stale_ms: int) -> float:
+    reading = st.latest.get(sig)
+    if reading is None or reading[0] > at_ms or reading[0] < at_ms - stale_ms:
+        return math.nan
+    return float(reading[2])
+
+
+def _on_oxygen(st: TwinState, at_ms: int) -> bool:
+    best: tuple[int, bool] | None = None
+    if st.oxygen is not None and st.oxygen[0] <= at_ms:
+        best = (st.oxygen[0], bool(st.oxygen[2]))
+    flow = st.latest.get(Signal.O2_FLOW)
+    if flow is not None and flow[0] <= at_ms and (best is None or flow[0] > best[0]):
+        best = (flow[0], flow[2] > 0)
+    return False if best is None else best[1]
+
+
+def states_statics(states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpec) -> StaticInputs:
+    at_ms = origin_ms.tolist()
+    labs = [(lab, Signal(lab), LAB_STALE_MS[lab]) for lab in spec.labs]
+    # One row of plain Python values per twin, turned into arrays once: assigning numpy
+    # elements one at a time cost more than reading the twin.
+    rows: list[tuple[float, ...]] = []
+    for st, at in zip(states, at_ms, strict=True):
+        com = st.comorbidities
+        active = st.active_medications
+        acvpu = _latest(st, Signal.CONSCIOUSNESS, at, CONSCIOUSNESS_STALE_MS)
+        demo = st.demographics
+        rows.append(
+            (
+                math.nan if demo is None else _age_years(demo[2], at),
+                demo is not None and demo[3] == "female",
+                "heart_failure" in com,
+                "copd" in com,
+                "type1_diabetes" in com or "type2_diabetes" in com,
+                "ckd" in com,
+                "hypertension" in com,
+                "hypercapnic_respiratory_failure" in com or st.spo2_scale == 2,
+                _on_oxygen(st, at),
+                "antibiotic" in active,
+                "diuretic" in active,
+                "insulin" in active,
+                math.isfinite(acvpu) and acvpu != 0,
+                *(_latest(st, sig, at, stale) for _, sig, stale in labs),
+            )
+        )
+    table = np.array(rows, dtype=np.float64).reshape(len(states), len(_STATIC_COLUMNS) + len(labs))
+    col = {name: table[:, j] for j, name in enumerate(_STATIC_COLUMNS)}
+    return StaticInputs(
+        age=col["age"],
+        flags={f: col[f] > 0 for f in (*spec.patient_flags, *spec.origin_flags)},
+        labs={lab: table[:, len(_STATIC_COLUMNS) + j] for j, (lab, _, _) in enumerate(labs)},
+    )
+
+
+# The order states_statics builds each row in (tests/models/test_fastpath_features.py compares
+# the result with the per-twin reference, so a reordered flag list fails there).
+_STATIC_COLUMNS = ("age", *PATIENT_FLAGS, *ORIGIN_FLAGS)
+
+
+def states_bins(
+    states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpec
+) -> tuple[F32, npt.NDArray[np.bool_]]:
+    """``[N, C, lookback * step_bins]`` bins ending at each origin, from the twins' windows.
+
+    The last column is the origin's bin, or the watermark's bin for an origin after it; bins
+    outside a twin's window are NaN (``twin.windows.bins_ending_at``, one batch at a time).
+    """
+    bin_ms = {s.bin_ms for s in states}
+    if bin_ms - {spec.bin_ms}:
+        raise SpecMismatch(f"twin bins are {sorted(bin_ms)} ms, the model's {spec.bin_ms} ms")
+    watermark_bin = np.array([s.watermark_ms for s in states], np.int64) // spec.bin_ms
+    last = np.minimum(np.asarray(origin_ms, np.int64) // spec.bin_ms, watermark_bin)
+    return bins_ending_at(states, last, spec.lookback_steps * spec.step_bins)
+
+
+def features_from_states(
+    states: Sequence[TwinState], spec: FeatureSpec, at_ms: Sequence[int] | None = None
+) -> ModelInputs:
+    """Model inputs for forecasts made at ``at_ms`` (default: each twin's current bin start).
+
+    ``at_ms`` is a bin boundary at or before the twin's watermark (a ``ForecastDue`` slot).
+    """
+    if at_ms is None:
+        origin = np.array([(s.watermark_ms // s.bin_ms) * s.bin_ms for s in states], np.int64)
+    else:
+        origin = (np.asarray(at_ms, np.int64) // spec.bin_ms) * spec.bin_ms
+    bins, mask = states_bins(states, origin, spec)
+    steps, obs = aggregate_steps(bins, mask, spec)
+    filled = fill_steps(steps, spec)
+    enc = encoder_unknowns(filled, obs[..., spec.lookback_steps - spec.encoder_steps :], spec)
+    sin = states_statics(states, origin, spec)
+    ti = [spec.channel_index[t] for t in spec.targets]
+    seen = np.isfinite(steps)
+    lb = steps.shape[-1]
+    last_idx = np.where(seen.any(-1), lb - 1 - np.argmax(seen[..., ::-1], axis=-1), 0)
+    last = np.take_along_axis(steps, last_idx[..., None], axis=-1)[..., 0]
+    last = np.where(seen.any(-1), last, np.nan)[:, ti].astype(np.float32)
+    return ModelInputs(
+        origin_ms=origin,
+        enc_unknown=enc,
+        known=known_inputs(origin, spec),
+        statics=static_inputs(sin, spec),
+        last_obs=last,
+        news2_now=news2_now(bins, sin, spec),
+    )
+
+
+def news2_now(bins: F32, sin: StaticInputs, spec: FeatureSpec) -> npt.NDArray[np.int16]:
+    """NEWS2 at the last bin: ``outcomes.news2_series(...)[:, -1]`` without the other bins.
+
+    Each vital counts while it is fresh (``stale_after_s``), so only the newest observed bin
+    within that many bins of the end can score; scoring every bin of the day only to keep the
+    last one was the costliest step of building the features.
+    """
+    ci = spec.channel_index
+    n = bins.shape[0]
+    vit: dict[str, F32] = {}
+    for name in ("heart_rate", "respiratory_rate", "spo2", "temperature", "systolic_bp"):
+        limit = SIGNALS[Signal(name)].stale_after_s // spec.bin_s
+        tail = bins[:, ci[name], max(bins.shape[-1] - 1 - limit, 0) :]
+        seen = ~np.isnan(tail)
+        newest = tail.shape[-1] - 1 - np.argmax(seen[:, ::-1], axis=-1)
+        value = tail[np.arange(n), newest]
+        vit[name] = np.where(seen.any(axis=-1), value, np.float32(np.nan))
+    return news2_mod.news2_total(
+        respiratory_rate=vit["respiratory_rate"],
+        spo2=vit["spo2"],
+        systolic_bp=vit["systolic_bp"],
+        pulse=vit["heart_rate"],
+        temperature=vit["temperature"],
+        on_oxygen=sin.flags["on_oxygen"],
+        not_alert=sin.flags["not_alert"],
+        scale2=sin.flags["spo2_scale2"],
+    )
