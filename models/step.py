@@ -3,8 +3,9 @@
 Once batches cost nothing, a step is dominated by per-tensor overhead: Adam and clipping over
 ~550 small parameter tensors, and ~15 ops for each of the ~30 per-variable GRNs in the
 variable selection networks. ``FlatAdam`` applies the same update over one flat buffer and
-``stacked_variable_selection`` runs the GRNs as one batched matmul each; both are checked
-against the stock path in ``tests/models/test_training_step.py``.
+``stacked_variable_selection`` runs the GRNs as one batched matmul each
+(``models.variable_selection``); both are checked against the stock path in
+``tests/models/test_training_step.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from models.variable_selection import VSN_NAMES, stackable, stacked_forward
 
 
 class FlatAdam(torch.optim.Optimizer):
@@ -82,99 +85,16 @@ class FlatAdam(torch.optim.Optimizer):
             p.grad = None
 
 
-def _stackable(vsn: Any) -> bool:
-    """Whether every input of a variable selection network goes through the same-shaped
-    prescaler + GRN (true for all-real inputs, as ours are): then they can run as one batch."""
-    from pytorch_forecasting.models.temporal_fusion_transformer.sub_modules import (
-        GatedResidualNetwork,
-    )
-
-    names = list(vsn.input_sizes)
-    if vsn.num_inputs <= 1 or len({vsn.input_sizes[n] for n in names}) != 1:
-        return False
-    for n in names:
-        g = vsn.single_variable_grns[n]
-        if (
-            n not in vsn.prescalers
-            or not isinstance(g, GatedResidualNetwork)
-            or g.context_size is not None
-            or g.residual
-            or g.input_size == g.output_size
-            or not g.resample_norm.trainable_add
-            or g.gate_norm.add_norm.trainable_add
-            or g.gate_norm.add_norm.input_size != g.gate_norm.add_norm.skip_size
-            or g.gate_norm.glu.dropout is None
-        ):
-            return False
-    return True
-
-
-def _stacked_forward(
-    vsn: Any, x: dict[str, torch.Tensor], context: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``VariableSelectionNetwork.forward`` with its per-variable prescaler and GRN run as one
-    batched matmul over stacked weights: the same parameters and arithmetic (predictions and
-    gradients agree to float rounding, see ``tests/models/test_training_step.py``), in ~30 ops
-    instead of ~15 per variable, which dominated the forward and backward of our small TFT."""
-    from torch.nn import functional as nnf
-
-    names = list(vsn.input_sizes)
-    grns = [vsn.single_variable_grns[n] for n in names]
-    pre = [vsn.prescalers[n] for n in names]
-    g0 = grns[0]
-    n_v, size_out = len(names), g0.output_size
-
-    def stacked(get: Any) -> torch.Tensor:  # [V, 1, ...]: one row per variable
-        return torch.stack([get(m) for m in grns])[:, None]
-
-    def linear(h: torch.Tensor, get: Any) -> torch.Tensor:  # per-variable nn.Linear
-        mods = [get(g) for g in grns]
-        weight = torch.stack([m.weight for m in mods]).transpose(1, 2)
-        return torch.baddbmm(torch.stack([m.bias for m in mods])[:, None], h, weight)
-
-    def layer_norm(h: torch.Tensor, get: Any) -> torch.Tensor:  # per-variable nn.LayerNorm
-        h = nnf.layer_norm(h, (size_out,), eps=get(g0).eps)
-        return h * stacked(lambda g: get(g).weight) + stacked(lambda g: get(g).bias)
-
-    values = torch.cat([x[n] for n in names], dim=-1)
-    lead = values.shape[:-1]
-    values = values.reshape(-1, n_v).t()[:, :, None]  # [V, N, 1]
-    emb = torch.baddbmm(
-        torch.stack([p.bias for p in pre])[:, None],
-        values,
-        torch.stack([p.weight for p in pre]).transpose(1, 2),
-    )  # [V, N, I]
-    # ResampleNorm's linear interpolation to the output size is a fixed linear map
-    eye = torch.eye(g0.input_size, dtype=emb.dtype, device=emb.device)
-    resample = nnf.interpolate(eye[:, None], size_out, mode="linear", align_corners=True)[:, 0]
-    residual = (emb @ resample) * (torch.sigmoid(stacked(lambda g: g.resample_norm.mask)) * 2.0)
-    residual = layer_norm(residual, lambda g: g.resample_norm.norm)
-    h = nnf.elu(linear(emb, lambda g: g.fc1))
-    h = linear(h, lambda g: g.fc2)
-    h = nnf.dropout(h, g0.gate_norm.glu.dropout.p, vsn.training)
-    h = nnf.glu(linear(h, lambda g: g.gate_norm.glu.fc), dim=-1)
-    out = layer_norm(h + residual, lambda g: g.gate_norm.add_norm.norm)  # [V, N, H]
-    flat = emb.permute(1, 0, 2).reshape(*lead, -1)
-    weights = vsn.softmax(vsn.flattened_grn(flat, context))  # [..., V]
-    outputs = torch.bmm(out.permute(1, 2, 0), weights.reshape(-1, n_v, 1))
-    return outputs.reshape(*lead, size_out), weights.unsqueeze(-2)
-
-
 @contextmanager
 def stacked_variable_selection(model: Any) -> Iterator[None]:
-    """Run the model's variable selection networks through ``_stacked_forward`` meanwhile."""
+    """Run the model's variable selection networks through ``stacked_forward`` meanwhile."""
     import types
 
     patched = []
-    names = (
-        "static_variable_selection",
-        "encoder_variable_selection",
-        "decoder_variable_selection",
-    )
-    for name in names:
+    for name in VSN_NAMES:
         vsn = getattr(model, name, None)
-        if vsn is not None and _stackable(vsn):
-            vsn.forward = types.MethodType(_stacked_forward, vsn)
+        if vsn is not None and stackable(vsn):
+            vsn.forward = types.MethodType(stacked_forward, vsn)
             patched.append(vsn)
     try:
         yield
