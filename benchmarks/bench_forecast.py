@@ -9,7 +9,8 @@ a day, and the resulting states are repeated (under new ids) up to the largest b
 batch size (1, 64, 1000), in the same run and interleaved call by call (the machines are shared:
 load drifts during a run, and interleaving spreads it over every candidate alike):
 
-- ``fast_torchscript`` (the default backend), ``fast_torch`` (eager) and ``fast_onnx``
+- ``fast_lean`` (the default backend: the lean network, traced), ``fast_torchscript`` (the
+  stock network traced, bit-identical to ``predict()``), ``fast_torch`` (eager) and ``fast_onnx``
   (onnxruntime, when the checkpoint ships ``model.onnx``; otherwise ``fast_onnx_exported``, a
   graph exported here, unverified, to compare the runtime):
   ``Forecaster.forecast_states`` - features from the twin states (numpy), the network, risk by
@@ -85,7 +86,7 @@ def summary(times: list[float], batch: int) -> dict[str, float]:
     }
 
 
-DEFAULT = "fast_torchscript"
+DEFAULT = "fast_lean"
 
 
 def interleaved(cands: dict, warmup: int = 2) -> dict[str, list[float]]:
@@ -125,6 +126,9 @@ def run(path: Path, setting: str, sizes: list[int], quick: bool) -> dict:
     at = [(s.watermark_ms // 900_000) * 900_000 for s in states]
     runners = {
         DEFAULT: fastpath.Forecaster.load(path, threads=threads, workers=workers),
+        "fast_torchscript": fastpath.Forecaster.load(
+            path, backend="torchscript", threads=threads, workers=workers
+        ),
         "fast_torch": fastpath.Forecaster.load(
             path, backend="torch", threads=threads, workers=workers
         ),

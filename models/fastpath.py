@@ -1,9 +1,12 @@
 """The streaming fast path: twin states -> numpy inputs -> TFT forward -> forecasts and risk.
 
 ``Forecaster`` ties the steps together: inputs from twin states (``models.twin_inputs``), the
-network (``models.runners``: frozen TorchScript by default, bit-identical to eager torch; eager
-torch; or onnxruntime when the checkpoint ships ``model.onnx``), then the anchor, the risk head
-and the explanation records. Those modules' names are re-exported here, as the fast path's API.
+network (``models.runners``, one of ``BACKENDS`` or onnxruntime: by default ``lean``, the
+frozen TorchScript trace of ``models.lean_network.LeanTFT``, equal to ``predict()`` to float
+rounding and checked against the stock network when it is loaded; ``torchscript``, the stock
+network traced, bit-identical to ``predict()``; ``torch``, eager; ``onnx`` when the checkpoint
+ships ``model.onnx``), then the anchor, the risk head and the explanation records. Those
+modules' names are re-exported here, as the fast path's API.
 
 With ``workers=2`` the network runs a batch as two halves at once, on two threads with one torch
 thread each (TorchScript and onnxruntime release the GIL while they compute): on two cores that
@@ -47,6 +50,7 @@ from twin.alerting.book import Driver, ForecastRisk
 from twin.state import TwinState
 
 __all__ = [
+    "BACKENDS",
     "ForecastBatch",
     "Forecaster",
     "ModelInputs",
@@ -63,6 +67,9 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+
+# The torch backends, fastest first ("auto" is the first; "onnx" needs a shipped graph)
+BACKENDS = ("lean", "torchscript", "torch")
 
 
 # ---- results -----------------------------------------------------------------------------
@@ -190,17 +197,20 @@ class Forecaster:
             torch.set_num_threads(threads)
         onnx_path = checkpoint.onnx_path
         if backend == "auto":
-            backend = "torchscript"
+            backend = "lean"
         if backend == "onnx":
             # Only a shipped graph: training verifies it against torch before shipping it (an
             # unverified export of the shipped model differed from predict() by 1.2e-4).
             if onnx_path is None:
                 raise ModelsError(f"{checkpoint.path} has no {registry.ONNX} for onnxruntime")
             self.runner: TorchRunner | OnnxRunner = OnnxRunner(onnx_path, threads)
-        elif backend in ("torch", "torchscript"):
-            self.runner = TorchRunner(model, self.spec, trace=backend == "torchscript")
+        elif backend in BACKENDS:
+            trace = backend != "torch"
+            self.runner = TorchRunner(model, self.spec, trace=trace, lean=backend == "lean")
         else:
-            raise ModelsError(f"unknown backend {backend!r}: use auto, torchscript, torch or onnx")
+            raise ModelsError(
+                f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)} or onnx"
+            )
 
     @classmethod
     def load(

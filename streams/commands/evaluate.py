@@ -32,7 +32,12 @@ def register(sub: Any) -> None:
     p.add_argument("--shifted-risk", type=parse_risk, default=parse_risk(SHIFTED_RISK))
     p.add_argument("--shifted-home-fraction", type=float, default=0.8)
     p.add_argument("--no-shifted", action="store_true", help="skip the shifted case-mix cohort")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "lean", "torchscript", "torch", "onnx"],
+        help="network runner (auto: lean; torchscript: bit-identical to predict())",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument(
         "--workers",

@@ -1,4 +1,4 @@
-"""The checkpoint shipped in the repo loads with this code's spec, and ONNX equals torch."""
+"""The checkpoint shipped in the repo loads with this code's spec, and its backends agree."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def test_shipped_checkpoint_loads_and_backends_agree() -> None:
     assert ckpt.anchor is not None
     assert ckpt.metadata["metrics"]["forecast"]["tft_beats_persistence_everywhere"]
     eager = fastpath.Forecaster.load(backend="torch")
-    fast = fastpath.Forecaster.load()  # the default backend: traced TorchScript
+    traced = fastpath.Forecaster.load(backend="torchscript")
+    lean = fastpath.Forecaster.load()  # the default backend
+    assert lean.backend == "lean"
     ds = cohort(patients=3, days=1.2, seed=8)
     end = int(ds.samples["t_ms"].min()) + 26 * 3_600_000
     states = [apply_many(None, twin_events(ds, p, end))[0] for p in ds.patient_ids]
@@ -34,6 +36,9 @@ def test_shipped_checkpoint_loads_and_backends_agree() -> None:
     for n in (1, 3):
         inputs = fastpath.features_from_states(states[:n], DEFAULT_SPEC)
         ref = eager.run(inputs)
-        np.testing.assert_array_equal(fast.run(inputs).quantiles, ref.quantiles)
+        np.testing.assert_array_equal(traced.run(inputs).quantiles, ref.quantiles)
+        served = lean.run(inputs)
+        assert np.abs(served.quantiles - ref.quantiles).max() <= 1e-4
+        assert np.abs(served.risk - ref.risk).max() <= 1e-6
         for other in others:
             assert np.abs(other.run(inputs).quantiles - ref.quantiles).max() <= 1e-4
