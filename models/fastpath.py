@@ -2,11 +2,12 @@
 
 ``Forecaster`` ties the steps together: inputs from twin states (``models.twin_inputs``), the
 network (``models.runners``, one of ``BACKENDS`` or onnxruntime: by default ``lean``, the
-frozen TorchScript trace of ``models.lean_network.LeanTFT``, equal to ``predict()`` to float
-rounding and checked against the stock network when it is loaded; ``torchscript``, the stock
-network traced, bit-identical to ``predict()``; ``torch``, eager; ``onnx`` when the checkpoint
-ships ``model.onnx``), then the anchor, the risk head and the explanation records. Those
-modules' names are re-exported here, as the fast path's API.
+frozen TorchScript trace of ``models.lean_network.LeanTFT``, equal to ``predict()`` bit for
+bit or within a float32 rounding step or two, checked against the stock network when it is
+loaded; ``torchscript``, the stock network traced, bit-identical at every size;
+``torch``, eager; ``onnx`` when the checkpoint ships ``model.onnx``), then the anchor, the risk
+head and the explanation records. Those modules' names are re-exported here, as the fast
+path's API.
 
 With ``workers=2`` the network runs a batch as two halves at once, on two threads with one torch
 thread each (TorchScript and onnxruntime release the GIL while they compute): on two cores that
