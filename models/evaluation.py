@@ -10,7 +10,9 @@ Definitions (also in docs/forecasting.md "Evaluation"):
   quantiles.
 - Deterioration (``models.outcomes``): AUROC / AUPRC at 6 h and 12 h over origins before each
   patient's first deterioration, for the TFT risk, the persistence-based risk and NEWS2 (the
-  score, and the binary NEWS2 >= 5 and >= 7).
+  score, and the binary NEWS2 >= 5 and >= 7); the TFT's AUROC minus NEWS2's and minus the
+  persistence risk's, each with a 95 % interval from a patient-level bootstrap (1,000
+  resamples of whole patients: a patient's windows are not independent).
 - Alerting at a matched rate: NEWS2 >= 5 sets the alert rate (share of scored origins that
   alert); each risk is thresholded to alert at the same rate. Lead time: event time minus the
   first alerting origin in the 24 h before it; median over deteriorations that were alerted.
@@ -86,6 +88,12 @@ def forecast_quality(
     }
     out["tft_beats_persistence_everywhere"] = beats
     return out
+
+
+def _gain(y: np.ndarray, s: np.ndarray, other: np.ndarray, patient: np.ndarray) -> dict[str, Any]:
+    """AUROC of ``s`` minus ``other``'s, with its patient-bootstrap interval."""
+    ok = np.isfinite(y)
+    return mx.auroc_difference(y[ok] > 0.5, s[ok], other[ok], patient[ok])
 
 
 def _ranked(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
@@ -314,6 +322,10 @@ def evaluate(
             "calibration_persistence": mx.calibration(
                 y[np.isfinite(y)], pers_p[el, j][np.isfinite(y)]
             ),
+            "auroc_difference": {
+                "tft_minus_news2": _gain(y, tft_p[el, j], news2[el], w.patient[el]),
+                "tft_minus_persistence": _gain(y, tft_p[el, j], pers_p[el, j], w.patient[el]),
+            },
         }
     result["deterioration"] = det
     # alerting at the NEWS2 >= 5 rate
@@ -405,6 +417,7 @@ def _targets(r: dict[str, Any]) -> dict[str, Any]:
     det6 = r["deterioration"].get("6h", {})
     a_tft = det6.get("tft", {}).get("auroc", math.nan)
     a_n2 = det6.get("news2", {}).get("auroc", math.nan)
+    vs_n2 = det6.get("auroc_difference", {}).get("tft_minus_news2", {})
     lead_tft = r["alerting"]["tft_6h"]["median_lead_h"]
     lead_n2 = r["alerting"]["news2>=5"]["median_lead_h"]
 
@@ -417,6 +430,7 @@ def _targets(r: dict[str, Any]) -> dict[str, Any]:
         "auroc_6h_at_least_news2_plus_0.05": {
             "tft": a_tft,
             "news2": a_n2,
+            "difference_ci95": vs_n2.get("ci95"),
             "met": ok(math.isfinite(a_tft) and math.isfinite(a_n2) and a_tft >= a_n2 + 0.05),
         },
         "longer_median_lead_time_at_same_alert_rate": {

@@ -25,7 +25,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a forecaster checkpoint on held-out cohorts")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: shipped)")
     p.add_argument("--data", type=Path, help="evaluate this dataset (models schema) only")
-    p.add_argument("--patients", type=int, default=300)
+    p.add_argument(
+        "--patients",
+        type=positive_int,
+        default=1200,
+        help="per cohort (1,200 x 5 days: ~90 deteriorations at the training case mix)",
+    )
     p.add_argument("--days", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=11, help="held-out seed (training used 7)")
     p.add_argument("--risk", type=parse_risk, default=parse_risk(DEFAULT_RISK))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models import evaluation, fastpath, protocol, report, synthetic
 from models.features import FeatureSpec
@@ -24,6 +25,12 @@ def test_train_infer_evaluate_report(trained: Path, spec: FeatureSpec, tmp_path:
     assert 0 <= fq["coverage_all"]["80"] <= 1
     det = result["deterioration"]["6h"]
     assert {"tft", "persistence", "news2", "news2>=5", "news2>=7"} <= set(det)
+    gain = det["auroc_difference"]["tft_minus_news2"]
+    assert det["tft"]["positives"] > 0  # the cohort holds deteriorations to rank
+    assert gain["difference"] == pytest.approx(det["tft"]["auroc"] - det["news2"]["auroc"])
+    lo, hi = gain["ci95"]
+    assert lo <= gain["difference"] <= hi
+    assert result["targets"]["auroc_6h_at_least_news2_plus_0.05"]["difference_ci95"] == [lo, hi]
     assert result["alerting"]["matched_rate"] is not None
     assert "utility" in result["alerting"]
     assert result["subgroups"]
