@@ -206,7 +206,7 @@ class ForecasterSpec(_Model):
 
     kind: Literal["tft", "news2_trend"]
     path: str | None = None
-    backend: Literal["auto", "onnx", "torch"] = "auto"
+    backend: Literal["auto", "lean", "torchscript", "torch", "onnx"] = "auto"
     fallback: Literal["news2_trend"] | None = None
 
 
