@@ -54,3 +54,40 @@ def test_total_matches_the_twin_and_missing_scores_zero() -> None:
             spo2_scale=2 if scale2[i] else 1,
         ).total
         assert got[i] == want
+
+
+def test_non_finite_values_score_their_outer_band_and_nan_scores_zero() -> None:
+    x = np.array([np.inf, -np.inf, np.nan])
+    np.testing.assert_array_equal(n2.respiratory_rate_points(x), [3, 3, 0])
+    np.testing.assert_array_equal(n2.pulse_points(x), [3, 3, 0])
+    np.testing.assert_array_equal(n2.systolic_bp_points(x), [3, 3, 0])
+    np.testing.assert_array_equal(n2.temperature_points(x), [2, 3, 0])
+    no, yes = np.zeros(3, bool), np.ones(3, bool)
+    np.testing.assert_array_equal(n2.spo2_points(x, no, no), [0, 3, 0])
+    np.testing.assert_array_equal(n2.spo2_points(x, no, yes), [0, 3, 0])
+    np.testing.assert_array_equal(n2.spo2_points(x, yes, yes), [3, 3, 0])
+
+
+def test_shapes_and_dtypes_follow_the_inputs() -> None:
+    scalar = n2.pulse_points(135.0)
+    assert isinstance(scalar, np.ndarray)
+    assert scalar.shape == ()
+    assert scalar.dtype == np.int8
+    spo2 = np.array([[84.0, 93.0, 97.0], [88.0, 92.0, 98.0]])
+    on = np.array([[True], [False]])
+    got = n2.spo2_points(spo2, on, True)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, [[2, 1, 3], [0, 0, 0]])
+    total = n2.news2_total(
+        respiratory_rate=np.float32(25.0),
+        spo2=spo2,
+        systolic_bp=120.0,
+        pulse=[[70.0], [135.0]],
+        temperature=np.nan,
+        on_oxygen=on,
+        not_alert=False,
+        scale2=True,
+    )
+    assert total.dtype == np.int16
+    assert total.shape == (2, 3)
+    np.testing.assert_array_equal(total, [[3 + 2 + 2, 3 + 1 + 2, 3 + 3 + 2], [6, 6, 6]])
