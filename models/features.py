@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -255,8 +256,13 @@ def aggregate_steps(values: F32, mask: BOOL, spec: FeatureSpec) -> tuple[F32, F3
     s = b // k
     v = values[..., b - s * k :].reshape(n, c, s, k)
     m = mask[..., b - s * k :].reshape(n, c, s, k)
-    count = m.sum(-1)
-    total = np.add.reduce(np.where(m, v, np.float32(0)), axis=-1, dtype=np.float64)
+    # Summed as matrix-vector products: a numpy reduction over a last axis this short pays
+    # per output (two thirds of this function at batch 32). Counts are exact; so is the float64
+    # sum of k float32 values unless they span more than 2**25 in magnitude (never so for
+    # binned vitals: tests/models/test_fastpath_features.py holds it equal to add.reduce).
+    ones = np.ones(k)
+    count = (m.astype(np.float64).reshape(-1, k) @ ones).reshape(n, c, s)
+    total = (np.where(m, v, np.float64(0)).reshape(-1, k) @ ones).reshape(n, c, s)
     with np.errstate(invalid="ignore", divide="ignore"):
         step = (total / count).astype(np.float32)  # 0/0 -> NaN where no bin has data
     return step, (count / k).astype(np.float32)
@@ -267,6 +273,14 @@ def fill_steps(steps: F32, spec: FeatureSpec) -> F32:
 
     Never-observed values become the channel's normalisation centre (module docstring).
     """
+    filled = forward_fill(steps, spec)
+    return fill_unobserved(filled[..., spec.lookback_steps - spec.encoder_steps :], spec)
+
+
+def forward_fill(steps: F32, spec: FeatureSpec) -> F32:
+    """``[N, C, lookback]``: the last lookback steps of ``[N, C, L]`` (NaN-padded in front when
+    shorter), each unobserved step holding the last observed value before it, NaN before any.
+    The last column is each channel's last observed value (``ModelInputs.last_obs``)."""
     n, c, s = steps.shape
     lb = spec.lookback_steps
     if s < lb:
@@ -277,11 +291,16 @@ def fill_steps(steps: F32, spec: FeatureSpec) -> F32:
     seen = np.isfinite(steps)
     idx = np.where(seen, np.arange(lb), 0)
     np.maximum.accumulate(idx, axis=-1, out=idx)
-    filled = np.take_along_axis(steps, idx, axis=-1)
-    filled = np.where(np.take_along_axis(seen, idx, axis=-1), filled, np.nan)
-    out = filled[..., lb - spec.encoder_steps :]
-    centers = np.array([spec.center_scale(ch)[0] for ch in spec.channels], dtype=np.float32)
-    return np.where(np.isfinite(out), out, centers[None, :, None]).astype(np.float32)
+    # Flat positions: take_along_axis builds an index grid for every axis on each call.
+    idx += np.arange(0, n * c * lb, lb).reshape(n, c, 1)
+    filled = steps.reshape(-1)[idx]
+    return np.where(seen.reshape(-1)[idx], filled, np.float32(np.nan))
+
+
+def fill_unobserved(values: F32, spec: FeatureSpec) -> F32:
+    """``[N, C, S]`` values with each NaN replaced by its channel's normalisation centre."""
+    centres = _constants(spec).channel_centres[None, :, None]
+    return np.where(np.isfinite(values), values, centres).astype(np.float32, copy=False)
 
 
 def normalise(name: str, values: npt.NDArray[Any], spec: FeatureSpec) -> F32:
@@ -289,28 +308,75 @@ def normalise(name: str, values: npt.NDArray[Any], spec: FeatureSpec) -> F32:
     return ((np.asarray(values, dtype=np.float64) - center) / scale).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Constants:
+    """A spec's index lists and normalisation arrays, built once: rebuilding them on every
+    call cost the fast path more than some of the arithmetic. Arrays are read-only."""
+
+    channel_centres: F32  # [C]
+    unknown_values: list[int]  # channels of the unknown reals before the obs_* ones
+    unknown_centre: F64  # [V, 1]
+    unknown_scale: F64  # [V, 1]
+    unknown_obs: list[int]  # channels of the obs_* unknown reals, which come last
+    static_centre: F64  # [S] per static real (flags: 0, scale 1: their value as is)
+    static_scale: F64
+    known_offset_ms: F64  # [E + D] each step's midpoint after the origin
+
+
+@cache
+def _constants(spec: FeatureSpec) -> _Constants:
+    ci = spec.channel_index
+    values = [n for n in spec.unknown_reals if not n.startswith("obs_")]
+    obs = [n[4:] for n in spec.unknown_reals if n.startswith("obs_")]
+    if list(spec.unknown_reals) != [*values, *(f"obs_{c}" for c in obs)]:
+        raise SpecMismatch("unknown reals must list the obs_* inputs last")
+    scaled = {"age", *spec.labs}
+    norm = [spec.center_scale(n) if n in scaled else (0.0, 1.0) for n in spec.static_reals]
+    rel = np.arange(-spec.encoder_steps, spec.decoder_steps, dtype=np.float64) + 0.5
+    return _Constants(
+        channel_centres=_frozen(
+            np.array([spec.center_scale(c)[0] for c in spec.channels], np.float32)
+        ),
+        unknown_values=[ci[n] for n in values],
+        unknown_centre=_frozen(np.array([[spec.center_scale(n)[0]] for n in values], np.float64)),
+        unknown_scale=_frozen(np.array([[spec.center_scale(n)[1]] for n in values], np.float64)),
+        unknown_obs=[ci[c] for c in obs],
+        static_centre=_frozen(np.array([c for c, _ in norm], np.float64)),
+        static_scale=_frozen(np.array([sc for _, sc in norm], np.float64)),
+        known_offset_ms=_frozen(rel * spec.step_ms),
+    )
+
+
+def _frozen(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    a.flags.writeable = False  # shared by every call with the spec
+    return a
+
+
 def encoder_unknowns(filled: F32, obs: F32, spec: FeatureSpec) -> F32:
     """``[N, E, len(spec.unknown_reals)]`` normalised encoder inputs from filled steps and obs.
 
     ``filled`` is ``fill_steps``' output ``[N, C, E]``; ``obs`` the last E steps' ``[N, C, E]``.
+    Each value is ``normalise``d (float64 arithmetic, stored as float32), all channels at once.
     """
-    ci = spec.channel_index
-    cols: list[F32] = []
-    for name in spec.unknown_reals:
-        if name.startswith("obs_"):
-            cols.append(obs[:, ci[name[4:]]].astype(np.float32))
-        else:
-            cols.append(normalise(name, filled[:, ci[name]], spec))
-    return np.stack(cols, axis=-1)
+    k = _constants(spec)
+    n, _, e = filled.shape
+    n_v = len(k.unknown_values)
+    out = np.empty((n, e, n_v + len(k.unknown_obs)), dtype=np.float32)
+    norm = (filled[:, k.unknown_values].astype(np.float64) - k.unknown_centre) / k.unknown_scale
+    out[..., :n_v] = norm.transpose(0, 2, 1)
+    out[..., n_v:] = obs[:, k.unknown_obs].transpose(0, 2, 1)
+    return out
 
 
 def known_inputs(origin_ms: npt.NDArray[np.int64], spec: FeatureSpec) -> F32:
     """Time of day (sin, cos) at each step's midpoint, ``[N, E + D, 2]`` (UTC is local time)."""
-    rel = np.arange(-spec.encoder_steps, spec.decoder_steps, dtype=np.float64) + 0.5
-    mid = origin_ms.astype(np.float64)[:, None] + rel[None, :] * spec.step_ms
+    mid = origin_ms.astype(np.float64)[:, None] + _constants(spec).known_offset_ms[None, :]
     day = 86_400_000.0
     phase = 2 * math.pi * (np.mod(mid, day) / day)
-    return np.stack([np.sin(phase), np.cos(phase)], axis=-1).astype(np.float32)
+    out = np.empty((*phase.shape, 2), dtype=np.float32)
+    out[..., 0] = np.sin(phase)
+    out[..., 1] = np.cos(phase)
+    return out
 
 
 @dataclass(frozen=True)
@@ -324,13 +390,14 @@ class StaticInputs:
 
 def static_inputs(s: StaticInputs, spec: FeatureSpec) -> F32:
     """``[N, len(spec.static_reals)]`` normalised statics (unknown -> centre, flags -> 0/1)."""
-    cols: list[F32] = []
-    for name in spec.static_reals:
-        if name == "age" or name in spec.labs:
-            raw = s.age if name == "age" else s.labs[name]
-            center = spec.center_scale(name)[0]
-            raw = np.where(np.isfinite(raw), raw, center)
-            cols.append(normalise(name, raw, spec))
-        else:
-            cols.append(np.asarray(s.flags[name], dtype=np.float32))
-    return np.stack(cols, axis=-1).astype(np.float32)
+    k = _constants(spec)
+    labs = set(spec.labs)
+    raw = np.column_stack(
+        [
+            s.age if name == "age" else s.labs[name] if name in labs else s.flags[name]
+            for name in spec.static_reals
+        ]
+    ).astype(np.float64, copy=False)
+    # normalise's arithmetic; a flag's centre is 0 and scale 1, which keep it 0 or 1
+    raw = np.where(np.isfinite(raw), raw, k.static_centre)
+    return ((raw - k.static_centre) / k.static_scale).astype(np.float32)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date
+from functools import cache, lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +29,8 @@ from models.features import (
     StaticInputs,
     aggregate_steps,
     encoder_unknowns,
-    fill_steps,
+    fill_unobserved,
+    forward_fill,
     known_inputs,
     static_inputs,
 )
@@ -69,12 +71,20 @@ class ModelInputs:
         return ModelInputs(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@lru_cache(maxsize=1 << 16)
+def _born_ordinal(birth_iso: str) -> int:
+    """A birth date's ordinal: parsing the ISO date was a fifth of the statics' cost per twin."""
+    return date.fromisoformat(birth_iso).toordinal()
+
+
 def _age_years(birth_iso: str | None, at_ms: int) -> float:
     if not birth_iso:
         return math.nan
-    born = date.fromisoformat(birth_iso)
-    at = date.fromordinal(date(1970, 1, 1).toordinal() + at_ms // 86_400_000)
-    return (at - born).days / 365.25
+    # (date at at_ms - birth date).days, from the two dates' ordinals
+    return (_EPOCH_ORDINAL + at_ms // 86_400_000 - _born_ordinal(birth_iso)) / 365.25
 
 
 def _latest(st: TwinState, sig: Signal, at_ms: int, stale_ms: int) -> float:
@@ -96,7 +106,7 @@ def _on_oxygen(st: TwinState, at_ms: int) -> bool:
 
 def states_statics(states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpec) -> StaticInputs:
     at_ms = origin_ms.tolist()
-    labs = [(lab, Signal(lab), LAB_STALE_MS[lab]) for lab in spec.labs]
+    lab_reads = [(Signal(lab), LAB_STALE_MS[lab]) for lab in spec.labs]
     # One row of plain Python values per twin, turned into arrays once: assigning numpy
     # elements one at a time cost more than reading the twin.
     rows: list[tuple[float, ...]] = []
@@ -105,6 +115,14 @@ def states_statics(states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpe
         active = st.active_medications
         acvpu = _latest(st, Signal.CONSCIOUSNESS, at, CONSCIOUSNESS_STALE_MS)
         demo = st.demographics
+        latest = st.latest
+        labs: list[float] = []
+        for sig, stale in lab_reads:  # _latest, inlined: four calls per twin
+            reading = latest.get(sig)
+            if reading is not None and at - stale <= reading[0] <= at:
+                labs.append(float(reading[2]))
+            else:
+                labs.append(math.nan)
         rows.append(
             (
                 math.nan if demo is None else _age_years(demo[2], at),
@@ -120,15 +138,18 @@ def states_statics(states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpe
                 "diuretic" in active,
                 "insulin" in active,
                 math.isfinite(acvpu) and acvpu != 0,
-                *(_latest(st, sig, at, stale) for _, sig, stale in labs),
+                *labs,
             )
         )
-    table = np.array(rows, dtype=np.float64).reshape(len(states), len(_STATIC_COLUMNS) + len(labs))
-    col = {name: table[:, j] for j, name in enumerate(_STATIC_COLUMNS)}
+    n_flags = len(_STATIC_COLUMNS) - 1
+    table = np.array(rows, dtype=np.float64).reshape(len(states), n_flags + 1 + len(lab_reads))
+    # every flag in one comparison; each flag is a column of it
+    flags = table[:, 1 : 1 + n_flags] > 0
+    col = {name: j for j, name in enumerate(_STATIC_COLUMNS[1:])}
     return StaticInputs(
-        age=col["age"],
-        flags={f: col[f] > 0 for f in (*spec.patient_flags, *spec.origin_flags)},
-        labs={lab: table[:, len(_STATIC_COLUMNS) + j] for j, (lab, _, _) in enumerate(labs)},
+        age=table[:, 0],
+        flags={f: flags[:, col[f]] for f in (*spec.patient_flags, *spec.origin_flags)},
+        labs={lab: table[:, 1 + n_flags + j] for j, lab in enumerate(spec.labs)},
     )
 
 
@@ -166,21 +187,18 @@ def features_from_states(
         origin = (np.asarray(at_ms, np.int64) // spec.bin_ms) * spec.bin_ms
     bins, mask = states_bins(states, origin, spec)
     steps, obs = aggregate_steps(bins, mask, spec)
-    filled = fill_steps(steps, spec)
-    enc = encoder_unknowns(filled, obs[..., spec.lookback_steps - spec.encoder_steps :], spec)
+    lb, e = spec.lookback_steps, spec.encoder_steps
+    # fill_steps in two halves: the forward fill's last column is the last observed step
+    ffilled = forward_fill(steps, spec)
+    enc = encoder_unknowns(fill_unobserved(ffilled[..., lb - e :], spec), obs[..., lb - e :], spec)
     sin = states_statics(states, origin, spec)
     ti = [spec.channel_index[t] for t in spec.targets]
-    seen = np.isfinite(steps)
-    lb = steps.shape[-1]
-    last_idx = np.where(seen.any(-1), lb - 1 - np.argmax(seen[..., ::-1], axis=-1), 0)
-    last = np.take_along_axis(steps, last_idx[..., None], axis=-1)[..., 0]
-    last = np.where(seen.any(-1), last, np.nan)[:, ti].astype(np.float32)
     return ModelInputs(
         origin_ms=origin,
         enc_unknown=enc,
         known=known_inputs(origin, spec),
         statics=static_inputs(sin, spec),
-        last_obs=last,
+        last_obs=np.ascontiguousarray(ffilled[:, ti, -1]),
         news2_now=news2_now(bins, sin, spec),
     )
 
@@ -192,16 +210,16 @@ def news2_now(bins: F32, sin: StaticInputs, spec: FeatureSpec) -> npt.NDArray[np
     within that many bins of the end can score; scoring every bin of the day only to keep the
     last one was the costliest step of building the features.
     """
-    ci = spec.channel_index
-    n = bins.shape[0]
+    n, _, width = bins.shape
     vit: dict[str, F32] = {}
-    for name in ("heart_rate", "respiratory_rate", "spo2", "temperature", "systolic_bp"):
-        limit = SIGNALS[Signal(name)].stale_after_s // spec.bin_s
-        tail = bins[:, ci[name], max(bins.shape[-1] - 1 - limit, 0) :]
+    # Vitals that stay fresh equally long are read together: one set of numpy calls each.
+    for limit, names, channels in _news2_groups(spec):
+        tail = bins[:, channels, max(width - 1 - limit, 0) :]  # [N, vitals, bins]
         seen = ~np.isnan(tail)
-        newest = tail.shape[-1] - 1 - np.argmax(seen[:, ::-1], axis=-1)
-        value = tail[np.arange(n), newest]
-        vit[name] = np.where(seen.any(axis=-1), value, np.float32(np.nan))
+        newest = tail.shape[-1] - 1 - np.argmax(seen[..., ::-1], axis=-1)
+        value = tail[np.arange(n)[:, None], np.arange(len(names)), newest]
+        value = np.where(seen.any(axis=-1), value, np.float32(np.nan))
+        vit.update({name: value[:, j] for j, name in enumerate(names)})
     return news2_mod.news2_total(
         respiratory_rate=vit["respiratory_rate"],
         spo2=vit["spo2"],
@@ -212,3 +230,13 @@ def news2_now(bins: F32, sin: StaticInputs, spec: FeatureSpec) -> npt.NDArray[np
         not_alert=sin.flags["not_alert"],
         scale2=sin.flags["spo2_scale2"],
     )
+
+
+@cache
+def _news2_groups(spec: FeatureSpec) -> list[tuple[int, list[str], list[int]]]:
+    """(bins a vital stays fresh, the NEWS2 vitals that do, their channels), by freshness."""
+    groups: dict[int, list[str]] = {}
+    for name in ("heart_rate", "respiratory_rate", "spo2", "temperature", "systolic_bp"):
+        groups.setdefault(SIGNALS[Signal(name)].stale_after_s // spec.bin_s, []).append(name)
+    ci = spec.channel_index
+    return [(limit, names, [ci[n] for n in names]) for limit, names in groups.items()]

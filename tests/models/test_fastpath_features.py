@@ -226,7 +226,55 @@ def test_features_from_states_equal_the_per_twin_build(varied, spec: FeatureSpec
     np.testing.assert_array_equal(got.known, known_inputs(origin, spec))
     np.testing.assert_array_equal(got.statics, static_inputs(sin, spec))
     np.testing.assert_array_equal(got.news2_now, series[:, -1])
-    assert got.last_obs.shape == (len(states), len(spec.targets))
+    # last_obs: each target's last observed step, NaN where none is
+    seen = np.isfinite(steps)
+    lb = steps.shape[-1]
+    last_idx = np.where(seen.any(-1), lb - 1 - np.argmax(seen[..., ::-1], axis=-1), 0)
+    last = np.take_along_axis(steps, last_idx[..., None], axis=-1)[..., 0]
+    ti = [spec.channel_index[t] for t in spec.targets]
+    last = np.where(seen.any(-1), last, np.nan)[:, ti].astype(np.float32)
+    assert got.last_obs.dtype == np.float32
+    assert got.last_obs.flags.c_contiguous
+    np.testing.assert_array_equal(got.last_obs.view(np.int32), last.view(np.int32))
+    assert np.isnan(last).any()
+    assert np.isfinite(last).any()
+
+
+def reference_steps(values: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step means and obs as first written: numpy's own reduction over each step's bins."""
+    n, c, b = values.shape
+    s = b // k
+    v = values[..., b - s * k :].reshape(n, c, s, k)
+    m = mask[..., b - s * k :].reshape(n, c, s, k)
+    count = m.sum(-1)
+    total = np.add.reduce(np.where(m, v, np.float32(0)), axis=-1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = (total / count).astype(np.float32)
+    return step, (count / k).astype(np.float32)
+
+
+def test_steps_equal_numpy_reduction_bit_for_bit(
+    varied, cohort: Dataset, spec: FeatureSpec
+) -> None:
+    """aggregate_steps sums with matrix-vector products: equal to numpy's reduction wherever the
+    float64 sums are exact, which binned vitals are (twin windows and a cohort's grid here)."""
+    from models.dataset import build_grid
+    from models.features import aggregate_steps
+
+    states, origins = varied
+    bins, mask = fastpath.states_bins(states, np.asarray(origins, np.int64), spec)
+    grid = build_grid(cohort, spec)
+    for values, m in (
+        (bins, mask),
+        (grid.bins, grid.mask),
+        (grid.bins[..., 5:], grid.mask[..., 5:]),
+    ):
+        got, got_obs = aggregate_steps(values, m, spec)
+        ref, ref_obs = reference_steps(values, m, spec.step_bins)
+        assert np.isfinite(ref).any()
+        assert np.isnan(ref).any()
+        np.testing.assert_array_equal(got.view(np.int32), ref.view(np.int32))
+        np.testing.assert_array_equal(got_obs.view(np.int32), ref_obs.view(np.int32))
 
 
 def test_twin_with_other_bins_is_refused(spec: FeatureSpec) -> None:
