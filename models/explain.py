@@ -17,6 +17,7 @@ plots; here they stay per patient (``tests/models/test_explain.py`` checks they 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -63,26 +64,43 @@ def explain(
     """One ``Explanation`` per row of the raw outputs ``static_variables``, ``encoder_variables``
     ``[N, E, 1, V]`` and ``encoder_attention`` ``[N, D, heads, E]``."""
     static, hist = importances(static_weights, encoder_weights, spec)
-    names = [("static", n) for n in spec.static_reals] + [
-        ("history", n) for n in encoder_variable_names(spec)
-    ]
+    names = _names(spec)
     weights = np.concatenate([static, hist], axis=1)
     order = np.argsort(-weights, axis=1, kind="stable")[:, :top_k]
     att = encoder_attention.mean(axis=(1, 2))  # [N, E]
     peak = att.argmax(axis=1)
     e = att.shape[1]
     step_h = spec.step_s / 3600
-    # Python floats in one call per array: per-element numpy indexing dominated at batch 1000
-    top_w = np.take_along_axis(weights, order, axis=1).tolist()
-    peak_w = np.take_along_axis(att, peak[:, None], axis=1)[:, 0].tolist()
-    rows = zip(order.tolist(), top_w, peak.tolist(), peak_w, strict=True)
+    # Rounded in one call per array, not by round() per element (a third of the records'
+    # cost). Equal to Python's round(w, 4) for float32 weights: w * 1e4 is exact in float64
+    # (24 + 14 bits), so rint sees the same value round() does, half to even alike, and the
+    # division by 1e4 is correctly rounded as round()'s result is.
+    rows = np.arange(order.shape[0])
+    top_w = _round4(weights[rows[:, None], order]).tolist()
+    peak_w = _round4(att[rows, peak]).tolist()
     return [
         Explanation(
-            top=tuple(
-                (names[j][0], names[j][1], round(w, 4)) for j, w in zip(idx, ws, strict=True)
-            ),
+            top=tuple([(*names[j], w) for j, w in zip(idx, ws, strict=True)]),
             attention_peak_h=(e - p - 0.5) * step_h,
-            attention_peak_weight=round(pw, 4),
+            attention_peak_weight=pw,
         )
-        for idx, ws, p, pw in rows
+        for idx, ws, p, pw in zip(order.tolist(), top_w, peak.tolist(), peak_w, strict=True)
     ]
+
+
+def _round4(weights: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+    """``round(float(w), 4)`` of each weight (``explain`` says why numpy's equals it)."""
+    if weights.dtype == np.float32:
+        return weights.astype(np.float64).round(4)
+    # wider floats: w * 1e4 may round, and rint could then see another value than round()
+    flat = [round(w, 4) for w in weights.ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(weights.shape)
+
+
+@cache
+def _names(spec: FeatureSpec) -> tuple[tuple[str, str], ...]:
+    """(group, variable) of each column of ``explain``'s weights: statics, then history."""
+    return (
+        *(("static", n) for n in spec.static_reals),
+        *(("history", n) for n in encoder_variable_names(spec)),
+    )

@@ -307,7 +307,11 @@ class Forecaster:
         hs = tuple(float(h) for h in spec.risk_horizons_h)
         step_minutes = spec.step_s // 60
         # Rows as Python floats in one call each: indexing numpy scalars per patient and
-        # horizon cost more than building the records.
+        # horizon cost more than building the records. The horizons are checked once here,
+        # not by a strict zip per patient and array.
+        for name in ("risk", "risk_low", "risk_high"):
+            if getattr(batch, name).shape[1:] != (len(hs),):
+                raise ValueError(f"{name} has {getattr(batch, name).shape[1:]} horizons, not {hs}")
         rows = zip(
             patient_ids,
             batch.origin_ms.tolist(),
@@ -327,9 +331,9 @@ class Forecaster:
                 quantile_levels=spec.quantiles,
                 quantile_array=batch.quantiles[i],
                 horizons_h=hs,
-                risk=dict(zip(hs, risk, strict=True)),
-                risk_low=dict(zip(hs, low, strict=True)),
-                risk_high=dict(zip(hs, high, strict=True)),
+                risk=dict(zip(hs, risk, strict=False)),  # lengths checked above
+                risk_low=dict(zip(hs, low, strict=False)),
+                risk_high=dict(zip(hs, high, strict=False)),
                 explanation=ex,
             )
             for i, (pid, at, risk, low, high, ex) in enumerate(rows)

@@ -31,6 +31,7 @@ per horizon: nothing that would slow the streaming path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,7 @@ FORECAST_FEATURES: tuple[str, ...] = (
     "d_temperature",
     *VITAL_FORECAST_FEATURES,
 )
+_VI = {v: j for j, v in enumerate(_VITALS)}  # vital -> its index on a vitals axis
 _UP = {"heart_rate": True, "respiratory_rate": True, "spo2": False, "systolic_bp": False}
 # The sign that makes a vital's change adverse; temperature (not listed) counts a rise, as
 # the fever of sepsis, the deterioration the simulated cohorts see most.
@@ -94,19 +96,68 @@ class RiskContext:
     def of(cls, inputs: Any, spec: FeatureSpec) -> RiskContext:
         """From anything carrying ``statics``, ``enc_unknown``, ``news2_now`` and ``last_obs``
         in the spec's layout: training ``Windows`` and the fast path's ``ModelInputs`` alike."""
-        si = {n: i for i, n in enumerate(spec.static_reals)}
-        ui = {n: i for i, n in enumerate(spec.unknown_reals)}
-        cs = np.array([spec.center_scale(v) for v in _VITALS], np.float64)  # [V, 2]
-        enc = inputs.enc_unknown[:, :, [ui[v] for v in _VITALS]].astype(np.float64)
+        lay = _layout(spec)
+        cs = lay.center_scale
+        enc = inputs.enc_unknown[:, :, lay.unknown_vitals].astype(np.float64)
         return cls(
             news2_now=inputs.news2_now.astype(np.float64),
-            on_oxygen=inputs.statics[:, si["on_oxygen"]] > 0.5,
-            not_alert=inputs.statics[:, si["not_alert"]] > 0.5,
-            scale2=inputs.statics[:, si["spo2_scale2"]] > 0.5,
+            on_oxygen=inputs.statics[:, lay.on_oxygen] > 0.5,
+            not_alert=inputs.statics[:, lay.not_alert] > 0.5,
+            scale2=inputs.statics[:, lay.spo2_scale2] > 0.5,
             last_obs=inputs.last_obs,
             history=enc * cs[:, 1] + cs[:, 0],
-            labs=inputs.statics[:, [si[lab] for lab in _LABS]],
+            labs=inputs.statics[:, lay.static_labs],
         )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A spec's indices and constants for the risk features, built once per spec: rebuilding
+    them on every call cost more than some of the arithmetic at small batches."""
+
+    unknown_vitals: list[int]  # _VITALS' columns of enc_unknown
+    on_oxygen: int  # columns of statics
+    not_alert: int
+    spo2_scale2: int
+    static_labs: list[int]
+    center_scale: F64  # [V, 2] of _VITALS
+    targets: list[int]  # _VITALS' rows of the quantiles' target axis
+    med: int  # quantile levels
+    up: list[int]  # median, adverse and extreme levels where a rise is adverse ...
+    down: list[int]  # ... and where a fall is
+    lo80: int
+    hi80: int
+    horizons: list[int]  # decoder step index ending each risk horizon
+    scale32: F32  # [V] scales as float32: the forecast's arithmetic stays in float32
+    adverse_sign: F64  # [V] the sign that makes a change adverse (_ADVERSE)
+
+
+@cache
+def _layout(spec: FeatureSpec) -> _Layout:
+    si = {n: i for i, n in enumerate(spec.static_reals)}
+    ui = {n: i for i, n in enumerate(spec.unknown_reals)}
+    ti = {t: i for i, t in enumerate(spec.targets)}
+    med = _level(spec, 0.5)
+    layout = _Layout(
+        unknown_vitals=[ui[v] for v in _VITALS],
+        on_oxygen=si["on_oxygen"],
+        not_alert=si["not_alert"],
+        spo2_scale2=si["spo2_scale2"],
+        static_labs=[si[lab] for lab in _LABS],
+        center_scale=np.array([spec.center_scale(v) for v in _VITALS], np.float64),
+        targets=[ti[v] for v in _VITALS],
+        med=med,
+        up=[med, _level(spec, 0.9), _level(spec, 0.98)],
+        down=[med, _level(spec, 0.1), _level(spec, 0.02)],
+        lo80=_level(spec, 0.1),
+        hi80=_level(spec, 0.9),
+        horizons=[k - 1 for k in spec.horizon_steps],
+        scale32=np.array([spec.center_scale(v)[1] for v in _VITALS], np.float32),
+        adverse_sign=np.array([_ADVERSE.get(v, 1.0) for v in _VITALS], np.float64),
+    )
+    for a in (layout.center_scale, layout.scale32, layout.adverse_sign):
+        a.flags.writeable = False  # shared by every call with the spec
+    return layout
 
 
 def _level(spec: FeatureSpec, q: float) -> int:
@@ -115,10 +166,10 @@ def _level(spec: FeatureSpec, q: float) -> int:
 
 def features(quantiles: F32, ctx: RiskContext, spec: FeatureSpec) -> F64:
     """``[N, H, len(FEATURES)]``: the forecast's features, then the history's (every horizon)."""
-    fc = forecast_features(quantiles, ctx, spec)
-    hist = history_features(ctx, spec)
-    shape = (*fc.shape[:2], hist.shape[1])
-    return np.concatenate([fc, np.broadcast_to(hist[:, None, :], shape)], axis=-1)
+    out = np.empty((quantiles.shape[0], len(spec.horizon_steps), len(FEATURES)))
+    _forecast_features(quantiles, ctx, spec, out[..., : len(FORECAST_FEATURES)])
+    out[..., len(FORECAST_FEATURES) :] = history_features(ctx, spec)[:, None, :]
+    return out
 
 
 def history_features(ctx: RiskContext, spec: FeatureSpec) -> F64:
@@ -130,91 +181,94 @@ def history_features(ctx: RiskContext, spec: FeatureSpec) -> F64:
     and serving agree. Lags longer than the encoder read its first step (the oldest it has).
     """
     hist = ctx.history
-    e = hist.shape[1]
+    n, e = hist.shape[:2]
     lags = [min(round(h * 3600 / spec.step_s), e - 1) for h in _LAGS_H]
     steps = sorted({1, 2, 3, *(lag + 1 for lag in lags)} & set(range(1, e + 1)))
-    vit = {v: hist[:, [e - k for k in steps], j] for j, v in enumerate(_VITALS)}  # [N, steps]
+    col = {k: i for i, k in enumerate(steps)}  # steps back -> column
+    vit = hist[:, [e - k for k in steps], :]  # [N, steps, V]
     score = n2.news2_total(
-        respiratory_rate=vit["respiratory_rate"],
-        spo2=vit["spo2"],
-        systolic_bp=vit["systolic_bp"],
-        pulse=vit["heart_rate"],
-        temperature=vit["temperature"],
+        respiratory_rate=vit[:, :, _VI["respiratory_rate"]],
+        spo2=vit[:, :, _VI["spo2"]],
+        systolic_bp=vit[:, :, _VI["systolic_bp"]],
+        pulse=vit[:, :, _VI["heart_rate"]],
+        temperature=vit[:, :, _VI["temperature"]],
         on_oxygen=ctx.on_oxygen[:, None],
         not_alert=ctx.not_alert[:, None],
         scale2=ctx.scale2[:, None],
     ).astype(np.float64)
-    col = {k: i for i, k in enumerate(steps)}  # steps back -> column
+    lay = _layout(spec)
+    n_l, n_v = len(lags), len(_VITALS)
+    out = np.empty((n, len(HISTORY_FEATURES)))
     now = score[:, col[1]]
-    cols = [now, score[:, [col[k] for k in steps if k <= 3]].max(axis=1)]
-    cols += [now - score[:, col[lag + 1]] for lag in lags]
-    cols = [c / 10.0 for c in cols]
-    for v in _VITALS:
-        scale = spec.center_scale(v)[1]
-        sign = _ADVERSE.get(v, 1.0)
-        cols += [sign * (vit[v][:, col[1]] - vit[v][:, col[lag + 1]]) / scale for lag in lags]
-    return np.column_stack([*cols, ctx.labs.astype(np.float64)])
+    out[:, 0] = now / 10.0
+    out[:, 1] = score[:, [col[k] for k in steps if k <= 3]].max(axis=1) / 10.0
+    lagged = [col[lag + 1] for lag in lags]
+    out[:, 2 : 2 + n_l] = (now[:, None] - score[:, lagged]) / 10.0
+    # every vital's change over every lag at once, [N, V, lag] in HISTORY_FEATURES' order
+    change = vit[:, col[1], :, None] - vit[:, lagged, :].transpose(0, 2, 1)
+    scale = lay.center_scale[:, 1, None]
+    trend = lay.adverse_sign[:, None] * change / scale
+    out[:, 2 + n_l : 2 + n_l + n_v * n_l] = trend.reshape(n, n_v * n_l)
+    out[:, 2 + n_l + n_v * n_l :] = ctx.labs
+    return out
 
 
 def forecast_features(quantiles: F32, ctx: RiskContext, spec: FeatureSpec) -> F64:
-    """``[N, H, len(FORECAST_FEATURES)]`` risk features from quantiles ``[N, T, D, Q]``.
+    """``[N, H, len(FORECAST_FEATURES)]`` risk features from quantiles ``[N, T, D, Q]``."""
+    out = np.empty((quantiles.shape[0], len(spec.horizon_steps), len(FORECAST_FEATURES)))
+    _forecast_features(quantiles, ctx, spec, out)
+    return out
 
-    The three levels are scored together (a trailing level axis) and each horizon's worst step
-    read from a running maximum: the same elementwise arithmetic as level by level and horizon
-    by horizon, in a fifth of the numpy calls - which is what a small batch pays for.
+
+def _forecast_features(quantiles: F32, ctx: RiskContext, spec: FeatureSpec, out: F64) -> None:
+    """``forecast_features`` written into ``out`` (a view of ``features``' array: no copy).
+
+    The three levels are scored together (a trailing level axis), each horizon's worst step
+    read from a running maximum and the vitals handled as one axis: the same elementwise
+    arithmetic as level by level, horizon by horizon and vital by vital, in a fraction of the
+    numpy calls - which is what a small batch pays for.
     """
-    ti = {t: i for i, t in enumerate(spec.targets)}
-    med = _level(spec, 0.5)
-    up = [med, _level(spec, 0.9), _level(spec, 0.98)]  # median, adverse, extreme
-    down = [med, _level(spec, 0.1), _level(spec, 0.02)]
-    fixed = np.where(ctx.on_oxygen, 2, 0) + np.where(ctx.not_alert, 3, 0)
-
-    def q(name: str, levels: list[int]) -> F32:
-        return quantiles[:, ti[name]][:, :, levels]  # [N, D, level]
+    lay = _layout(spec)
+    steps = lay.horizons
+    qv = quantiles[:, lay.targets]  # [N, V, D, Q] in _VITALS order
+    up, down = qv[..., lay.up], qv[..., lay.down]  # [N, V, D, level]
 
     def pick(name: str) -> F32:
-        return q(name, up if _UP[name] else down)
+        return up[:, _VI[name]] if _UP[name] else down[:, _VI[name]]  # [N, D, level]
 
-    points = {  # each vital's NEWS2 points [N, D, level], in _VITALS order
-        "heart_rate": n2.pulse_points(pick("heart_rate")),
-        "respiratory_rate": n2.respiratory_rate_points(pick("respiratory_rate")),
-        "spo2": n2.spo2_points(
-            pick("spo2"), ctx.on_oxygen[:, None, None], ctx.scale2[:, None, None]
-        ),
-        "systolic_bp": n2.systolic_bp_points(pick("systolic_bp")),
-        "temperature": np.maximum(
-            n2.temperature_points(q("temperature", up)),
-            n2.temperature_points(q("temperature", down)),
-        ),
-    }
-    total = (
-        points["respiratory_rate"].astype(np.int16)
-        + points["spo2"]
-        + points["systolic_bp"]
-        + points["heart_rate"]
-        + points["temperature"]
+    temperature = _VI["temperature"]
+    points = np.stack(  # each vital's NEWS2 points [N, V, D, level], in _VITALS order
+        [
+            n2.pulse_points(pick("heart_rate")),
+            n2.respiratory_rate_points(pick("respiratory_rate")),
+            n2.spo2_points(pick("spo2"), ctx.on_oxygen[:, None, None], ctx.scale2[:, None, None]),
+            n2.systolic_bp_points(pick("systolic_bp")),
+            np.maximum(
+                n2.temperature_points(up[:, temperature]),
+                n2.temperature_points(down[:, temperature]),
+            ),
+        ],
+        axis=1,
     )
-    scores = (total + fixed[:, None, None]).astype(np.int16)  # [N, D, level]
-    worst = np.maximum.accumulate(scores, axis=1)  # worst step so far
-    steps = np.asarray(spec.horizon_steps) - 1
-    n_v = len(_VITALS)
-    out = np.zeros((quantiles.shape[0], len(steps), len(FORECAST_FEATURES)))
+    fixed = np.where(ctx.on_oxygen, 2, 0) + np.where(ctx.not_alert, 3, 0)
+    scores = (points.sum(axis=1, dtype=np.int16) + fixed[:, None, None]).astype(np.int16)
+    worst = np.maximum.accumulate(scores, axis=1)  # worst step so far [N, D, level]
     out[..., 0] = 1.0
     out[..., 1] = ctx.news2_now[:, None] / 10.0
     out[..., 2:5] = worst[:, steps, :] / 10.0
-    lo80, hi80 = _level(spec, 0.1), _level(spec, 0.9)
-    for j, name in enumerate(_VITALS):
-        last = ctx.last_obs[:, ti[name], None]
-        fc = quantiles[:, ti[name], steps, med]  # [N, H]
-        scale = spec.center_scale(name)[1]
-        out[..., 5 + j] = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
-        # Which vital drives the adverse forecast (its worst points so far, of 3), and how
-        # unsure the network is about it (the 80 % interval's width at the horizon).
-        adverse = np.maximum.accumulate(points[name][..., 1], axis=1)  # [N, D]
-        out[..., 5 + n_v + j] = adverse[:, steps] / 3.0
-        width = quantiles[:, ti[name], steps, hi80] - quantiles[:, ti[name], steps, lo80]
-        out[..., 5 + 2 * n_v + j] = width / scale
-    return out
+    n_v = len(_VITALS)
+    # Per vital, float32 as the quantiles: the forecast change from the last observed value.
+    last = ctx.last_obs[:, lay.targets, None]  # [N, V, 1]
+    fc = qv[:, :, steps, lay.med]  # [N, V, H]
+    scale = lay.scale32[:, None]
+    change = np.where(np.isfinite(last), (fc - last) / scale, 0.0)
+    out[..., 5 : 5 + n_v] = change.transpose(0, 2, 1)
+    # Which vital drives the adverse forecast (its worst points so far, of 3), and how unsure
+    # the network is about it (the 80 % interval's width at the horizon).
+    adverse = np.maximum.accumulate(points[..., 1], axis=2)  # [N, V, D]
+    out[..., 5 + n_v : 5 + 2 * n_v] = adverse[:, :, steps].transpose(0, 2, 1) / 3.0
+    width = qv[:, :, steps, lay.hi80] - qv[:, :, steps, lay.lo80]
+    out[..., 5 + 2 * n_v :] = (width / scale).transpose(0, 2, 1)
 
 
 def persistence_quantiles(ctx: RiskContext, spec: FeatureSpec) -> F32:
@@ -266,7 +320,7 @@ class RiskHead:
         p = self.probability(feats)
         zb = np.einsum("nhf,hbf->nhb", feats, self.boot)
         pb = 1 / (1 + np.exp(-np.clip(zb, -30, 30)))
-        low, high = np.quantile(pb, [0.1, 0.9], axis=-1)
+        low, high = _quantiles(pb, (0.1, 0.9))
         return p, low, high
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,6 +347,31 @@ class RiskHead:
             np.asarray(data["boot"], dtype=np.float64).reshape(n_h, -1, n_f),
             str(data.get("kind", "tft_quantiles")),
         )
+
+
+def _quantiles(x: F64, levels: tuple[float, ...]) -> list[F64]:
+    """``list(np.quantile(x, levels, axis=-1))`` (method "linear"), bit for bit, from one sort.
+
+    ``np.quantile`` spends most of its time in Python-level steps around a partition (a tenth
+    of a forecast batch's post-network work at 64 rows); this sorts once and interpolates
+    with numpy's own formula (``numpy.lib._function_base_impl._lerp``: from the lower
+    neighbour below a weight of 0.5, from the upper one from 0.5 on). Edge cases - fewer than
+    two values, a level at the top, NaN - go to ``np.quantile`` itself.
+    ``tests/models/test_risk_features.py`` holds the two equal.
+    """
+    n = x.shape[-1]
+    virtual = (n - 1) * np.asarray(levels, dtype=np.float64)  # as numpy computes them
+    below = np.floor(virtual)
+    if n < 2 or not (virtual < n - 1).all() or np.isnan(x).any():
+        return list(np.quantile(x, levels, axis=-1))
+    ordered = np.sort(x, axis=-1)
+    out = []
+    for v, i in zip(virtual.tolist(), below.tolist(), strict=True):
+        a, b = ordered[..., int(i)], ordered[..., int(i) + 1]
+        t = v - i
+        diff = b - a
+        out.append(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
+    return out
 
 
 def fit(

@@ -199,3 +199,77 @@ def test_a_head_without_refits_round_trips_and_ranks(spec: FeatureSpec) -> None:
     assert back.kind == "persistence"
     np.testing.assert_array_equal(back.probability(feats), head.probability(feats))
     assert (head.weights[:, 1] > 0.5).all()  # it learnt the informative feature
+
+
+def reference_history(ctx: risk.RiskContext, spec: FeatureSpec) -> np.ndarray:
+    """The history features as first written: one vital and one lag at a time."""
+    hist = ctx.history
+    e = hist.shape[1]
+    lags = [min(round(h * 3600 / spec.step_s), e - 1) for h in (3, 6)]
+    steps = sorted({1, 2, 3, *(lag + 1 for lag in lags)} & set(range(1, e + 1)))
+    vitals = ("heart_rate", "respiratory_rate", "spo2", "systolic_bp", "temperature")
+    vit = {v: hist[:, [e - k for k in steps], j] for j, v in enumerate(vitals)}
+    score = n2.news2_total(
+        respiratory_rate=vit["respiratory_rate"],
+        spo2=vit["spo2"],
+        systolic_bp=vit["systolic_bp"],
+        pulse=vit["heart_rate"],
+        temperature=vit["temperature"],
+        on_oxygen=ctx.on_oxygen[:, None],
+        not_alert=ctx.not_alert[:, None],
+        scale2=ctx.scale2[:, None],
+    ).astype(np.float64)
+    col = {k: i for i, k in enumerate(steps)}
+    now = score[:, col[1]]
+    cols = [now, score[:, [col[k] for k in steps if k <= 3]].max(axis=1)]
+    cols += [now - score[:, col[lag + 1]] for lag in lags]
+    cols = [c / 10.0 for c in cols]
+    sign = {"spo2": -1.0, "systolic_bp": -1.0}
+    for v in vitals:
+        scale = spec.center_scale(v)[1]
+        cols += [
+            sign.get(v, 1.0) * (vit[v][:, col[1]] - vit[v][:, col[lag + 1]]) / scale for lag in lags
+        ]
+    return np.column_stack([*cols, ctx.labs.astype(np.float64)])
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_history_features_equal_vital_by_vital(spec: FeatureSpec, n: int) -> None:
+    rng = np.random.default_rng(10 + n)
+    e = spec.encoder_steps
+    centre = np.array([80.0, 17.0, 95.0, 125.0, 37.0])
+    scale = np.array([15.0, 5.0, 3.0, 20.0, 0.7])
+    # float32 values, as de-normalised encoder inputs are, many of them on band edges
+    hist = centre + 2.5 * scale * rng.standard_normal((n, e, 5))
+    edge = rng.random(hist.shape) < 0.3
+    hist[edge] = np.round(hist[edge] * 2) / 2
+    hist = hist.astype(np.float32).astype(np.float64)
+    ctx = risk.RiskContext(
+        news2_now=np.zeros(n),
+        on_oxygen=rng.random(n) < 0.4,
+        not_alert=rng.random(n) < 0.2,
+        scale2=rng.random(n) < 0.3,
+        last_obs=np.zeros((n, len(spec.targets)), np.float32),
+        history=hist,
+        labs=rng.standard_normal((n, 4)).astype(np.float32),
+    )
+    got, ref = risk.history_features(ctx, spec), reference_history(ctx, spec)
+    assert got.dtype == ref.dtype
+    assert got.shape == ref.shape
+    np.testing.assert_array_equal(got.view(np.int64), ref.view(np.int64))  # bitwise
+
+
+@pytest.mark.parametrize("boot", [1, 2, 3, 4, 20, 33])
+def test_bootstrap_interval_equals_numpy_quantile_bit_for_bit(boot: int) -> None:
+    rng = np.random.default_rng(boot)
+    pb = 1 / (1 + np.exp(-rng.normal(0, 4, (50, 6, boot))))
+    pb[:10] = np.round(pb[:10], 1)  # ties
+    pb[10, 2, 0] = np.nan  # numpy's NaN rule
+    for levels in ((0.1, 0.9), (0.0, 0.5, 1.0)):
+        got = risk._quantiles(pb, levels)
+        ref = np.quantile(pb, levels, axis=-1)
+        assert len(got) == len(levels)
+        for g, r in zip(got, ref, strict=True):
+            assert g.dtype == r.dtype
+            assert g.shape == r.shape
+            np.testing.assert_array_equal(g.view(np.int64), r.view(np.int64))
