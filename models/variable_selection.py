@@ -79,7 +79,10 @@ def select_stacked(
     def linear(h: torch.Tensor, get: Any) -> torch.Tensor:  # per-variable nn.Linear
         mods = [get(g) for g in grns]
         weight = torch.stack([m.weight for m in mods]).transpose(1, 2)
-        return torch.baddbmm(torch.stack([m.bias for m in mods])[:, None], h, weight)
+        bias = torch.stack([m.bias for m in mods])[:, None]
+        if exact:  # rounds as addmm does, without baddbmm's copy of the broadcast bias
+            return torch.bmm(h, weight) + bias
+        return torch.baddbmm(bias, h, weight)
 
     def layer_norm(h: torch.Tensor, get: Any) -> torch.Tensor:  # per-variable nn.LayerNorm
         h = nnf.layer_norm(h, (size_out,), eps=get(g0).eps)

@@ -55,6 +55,9 @@ def test_fast_path_equals_predict(
         == (windows.n, len(spec.targets), spec.decoder_steps, len(spec.quantiles))
     )
     assert float(np.abs(fast - ref).max()) <= 1e-4
+    # a micro-batch's size too (the lean backend runs calls of up to 64 rows)
+    small = fc.raw(fastpath.ModelInputs.from_windows(windows.take(np.arange(40))))[0]
+    assert float(np.abs(small - ref[:40]).max()) <= 1e-4
 
 
 def test_anchoring_is_applied_identically_in_every_path(

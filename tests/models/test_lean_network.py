@@ -21,14 +21,23 @@ def _outputs(runner: runners.TorchRunner, w: dataset.Windows, spec: FeatureSpec)
 
 
 def _assert_close_to_stock(model, w: dataset.Windows, spec: FeatureSpec) -> None:
+    """The lean trace itself, on every window at once and in the runner's lean-sized calls."""
     stock = runners.TorchRunner(model, spec, trace=True)
     lean = runners.TorchRunner(model, spec, trace=True, lean=True)
     assert (stock.name, lean.name) == ("torchscript", "lean")
-    got, ref = _outputs(lean, w, spec), _outputs(stock, w, spec)
-    assert [a.shape for a in got] == [a.shape for a in ref]
-    pred, *weights = (float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True))
-    assert pred <= 1e-4  # the fast path's bound against predict(), which stock equals bit for bit
-    assert max(weights) <= 1e-5  # selection weights and attention, in [0, 1]
+    ref = _outputs(stock, w, spec)
+    x = runners.model_x(fastpath.ModelInputs.from_windows(w), spec)
+    whole = lean._run(lean.lean_fn, *x)
+    step = runners.LEAN_MAX_ROWS
+    calls = [
+        _outputs(lean, w.take(np.arange(a, min(a + step, w.n))), spec) for a in range(0, w.n, step)
+    ]
+    chunked = [np.concatenate(parts) for parts in zip(*calls, strict=True)]
+    for got in (whole, chunked):
+        assert [a.shape for a in got] == [a.shape for a in ref]
+        pred, *weights = (float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True))
+        assert pred <= 1e-4  # the fast path's bound vs predict(), which stock equals bit for bit
+        assert max(weights) <= 1e-5  # selection weights and attention, in [0, 1]
 
 
 def test_lean_equals_stock_on_the_tiny_model(
@@ -83,6 +92,26 @@ def test_a_network_lean_does_not_cover_keeps_the_stock_trace(
     assert runners.TorchRunner(model, spec, trace=True, lean=True).name == "torchscript"
     with pytest.raises(ValueError, match="all-real"):
         lean_network.LeanTFT(model)
+
+
+def test_small_calls_run_lean_and_large_ones_the_stock_trace(
+    trained: Path, spec: FeatureSpec
+) -> None:
+    """The lean network is faster only while its stacked intermediates stay small."""
+    model, _ = registry.load(trained, spec)
+    runner = runners.TorchRunner(model, spec, trace=True, lean=True)
+    calls: list[int] = []
+    lean_fn = runner.lean_fn
+
+    def counting(*args):
+        calls.append(int(args[0].shape[0]))
+        return lean_fn(*args)
+
+    runner.lean_fn = counting
+    for n in (1, runners.LEAN_MAX_ROWS, runners.LEAN_MAX_ROWS + 1):
+        out = runner(*runners._check_inputs(spec, n))
+        assert out[0].shape[0] == n
+    assert calls == [1, runners.LEAN_MAX_ROWS]
 
 
 def test_forecaster_backends(trained: Path, spec: FeatureSpec) -> None:
