@@ -138,21 +138,26 @@ def test_workers_split_a_batch_and_keep_every_row_its_own(
         assert a.shape == b.shape
         assert float(np.abs(a - b).max()) <= 1e-4
 
-    # twin states, each at several forecast origins: 20 distinct rows, built chunk by chunk
+    # twin states, each at several forecast origins: 20 distinct rows, and 260, whose chunks'
+    # features are built while the previous chunk's network runs (PIPELINE_MIN_ROWS)
     t_end = int(cohort.samples["t_ms"].max())
     pids = cohort.patient_ids[:4]
     states = [apply_many(None, events_for(cohort, p, t_end - 3_600_000))[0] for p in pids]
-    rows = [(st, st.watermark_ms - k * 3_600_000) for st in states for k in range(5)]
+    assert fastpath.PIPELINE_MIN_ROWS <= 260
+    for per_twin, split_calls in ((5, [10, 10]), (65, [130, 130])):
+        rows = [(st, st.watermark_ms - k * 900_000) for st in states for k in range(per_twin)]
+        at = [(t // spec.bin_ms) * spec.bin_ms for _, t in rows]
+        calls.clear()
+        got = two.forecast_states([st for st, _ in rows], at)
+        assert calls == split_calls
+        want = one.forecast_states([st for st, _ in rows], at)
+        assert [(r.patient_id, r.at_ms) for r in got] == [(r.patient_id, r.at_ms) for r in want]
+        for g, w in zip(got, want, strict=True):
+            assert float(np.abs(g.quantile_array - w.quantile_array).max()) <= 1e-4
+            assert max(abs(g.risk[h] - w.risk[h]) for h in w.risk) <= 1e-6
+            assert [d.feature for d in g.drivers()] == [d.feature for d in w.drivers()]
+    rows = [(st, st.watermark_ms - k * 900_000) for st in states for k in range(5)]
     at = [(t // spec.bin_ms) * spec.bin_ms for _, t in rows]
-    calls.clear()
-    got = two.forecast_states([st for st, _ in rows], at)
-    assert calls == [10, 10]
-    want = one.forecast_states([st for st, _ in rows], at)
-    assert [(r.patient_id, r.at_ms) for r in got] == [(r.patient_id, r.at_ms) for r in want]
-    for g, w in zip(got, want, strict=True):
-        assert float(np.abs(g.quantile_array - w.quantile_array).max()) <= 1e-4
-        assert max(abs(g.risk[h] - w.risk[h]) for h in w.risk) <= 1e-6
-        assert [d.feature for d in g.drivers()] == [d.feature for d in w.drivers()]
     # a batch too small to split runs on the calling thread alone
     calls.clear()
     two.forecast_states([st for st, _ in rows[:15]], at[:15])
