@@ -81,7 +81,7 @@ def select_stacked(
         weight = torch.stack([m.weight for m in mods]).transpose(1, 2)
         bias = torch.stack([m.bias for m in mods])[:, None]
         if exact:  # rounds as addmm does, without baddbmm's copy of the broadcast bias
-            return torch.bmm(h, weight) + bias
+            return torch.bmm(h, weight).add_(bias)  # in place: a fresh tensor, serving only
         return torch.baddbmm(bias, h, weight)
 
     def layer_norm(h: torch.Tensor, get: Any) -> torch.Tensor:  # per-variable nn.LayerNorm
