@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date
 from functools import cache, lru_cache
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -107,37 +108,55 @@ def _on_oxygen(st: TwinState, at_ms: int) -> bool:
 def states_statics(states: Sequence[TwinState], origin_ms: I64, spec: FeatureSpec) -> StaticInputs:
     at_ms = origin_ms.tolist()
     lab_reads = [(Signal(lab), LAB_STALE_MS[lab]) for lab in spec.labs]
+    nan, o2_flow = math.nan, Signal.O2_FLOW
+    acvpu_sig, acvpu_stale = Signal.CONSCIOUSNESS, CONSCIOUSNESS_STALE_MS
     # One row of plain Python values per twin, turned into arrays once: assigning numpy
-    # elements one at a time cost more than reading the twin.
+    # elements one at a time cost more than reading the twin. The twin's fields come in one
+    # attrgetter call, and its comorbidities, active medications, ACVPU, oxygen and labs are
+    # read inline (the properties and _latest / _on_oxygen, same tests): the property calls
+    # and frozensets were over a third of the loop.
+    read = attrgetter("conditions", "medications", "demographics", "latest", "spo2_target")
     rows: list[tuple[float, ...]] = []
-    for st, at in zip(states, at_ms, strict=True):
-        com = st.comorbidities
-        active = st.active_medications
-        acvpu = _latest(st, Signal.CONSCIOUSNESS, at, CONSCIOUSNESS_STALE_MS)
-        demo = st.demographics
-        latest = st.latest
+    for st, (conds, meds, demo, latest, target), at in zip(
+        states, map(read, states), at_ms, strict=True
+    ):
+        com = [c for c, rec in conds.items() if rec[2]] if conds else ()
+        active = [m for m, rec in meds.items() if rec[3] != "stopped"] if meds else ()
+        reading = latest.get(acvpu_sig)
+        alert = (
+            reading is not None
+            and at - acvpu_stale <= reading[0] <= at
+            and math.isfinite(acvpu := float(reading[2]))
+            and acvpu != 0
+        )
+        ox = st.oxygen
+        flow = latest.get(o2_flow)
+        if flow is not None and flow[0] <= at and (ox is None or ox[0] > at or flow[0] > ox[0]):
+            on_oxygen = flow[2] > 0
+        else:
+            on_oxygen = ox is not None and ox[0] <= at and bool(ox[2])
         labs: list[float] = []
-        for sig, stale in lab_reads:  # _latest, inlined: four calls per twin
+        for sig, stale in lab_reads:
             reading = latest.get(sig)
             if reading is not None and at - stale <= reading[0] <= at:
                 labs.append(float(reading[2]))
             else:
-                labs.append(math.nan)
+                labs.append(nan)
         rows.append(
             (
-                math.nan if demo is None else _age_years(demo[2], at),
+                nan if demo is None else _age_years(demo[2], at),
                 demo is not None and demo[3] == "female",
                 "heart_failure" in com,
                 "copd" in com,
                 "type1_diabetes" in com or "type2_diabetes" in com,
                 "ckd" in com,
                 "hypertension" in com,
-                "hypercapnic_respiratory_failure" in com or st.spo2_scale == 2,
-                _on_oxygen(st, at),
+                "hypercapnic_respiratory_failure" in com or (target is not None and target[2] == 2),
+                on_oxygen,
                 "antibiotic" in active,
                 "diuretic" in active,
                 "insulin" in active,
-                math.isfinite(acvpu) and acvpu != 0,
+                alert,
                 *labs,
             )
         )

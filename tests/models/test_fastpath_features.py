@@ -315,3 +315,18 @@ def test_explanations_equal_the_per_element_build(spec: FeatureSpec) -> None:
         assert ex.attention_peak_weight == round(float(mean_att[i, peak]), 4)
         assert type(ex.attention_peak_h) is float
         assert all(type(w) is float for _, _, w in ex.top)
+
+
+def test_explanations_with_no_or_one_top_input(spec: FeatureSpec) -> None:
+    from models import explain
+
+    rng = np.random.default_rng(5)
+    e, d = spec.encoder_steps, spec.decoder_steps
+    n_enc = len(explain.encoder_variable_names(spec))
+    sw = rng.dirichlet(np.ones(len(spec.static_reals)), 3).astype(np.float32)[:, None, :]
+    ew = rng.dirichlet(np.ones(n_enc), (3, e)).astype(np.float32)[:, :, None, :]
+    att = rng.random((3, d, 2, e)).astype(np.float32)
+    none = explain.explain(sw, ew, att, spec, top_k=0)
+    assert [ex.top for ex in none] == [(), (), ()]
+    one = explain.explain(sw, ew, att, spec, top_k=1)
+    assert [ex.top for ex in one] == [ex.top[:1] for ex in explain.explain(sw, ew, att, spec)]
