@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.features import FeatureSpec
+from models.records import build_frozen
 
 F32 = npt.NDArray[np.float32]
 
@@ -64,7 +65,6 @@ def explain(
     """One ``Explanation`` per row of the raw outputs ``static_variables``, ``encoder_variables``
     ``[N, E, 1, V]`` and ``encoder_attention`` ``[N, D, heads, E]``."""
     static, hist = importances(static_weights, encoder_weights, spec)
-    names = _names(spec)
     weights = np.concatenate([static, hist], axis=1)
     order = np.argsort(-weights, axis=1, kind="stable")[:, :top_k]
     att = encoder_attention.mean(axis=(1, 2))  # [N, E]
@@ -75,16 +75,22 @@ def explain(
     # cost). Equal to Python's round(w, 4) for float32 weights: w * 1e4 is exact in float64
     # (24 + 14 bits), so rint sees the same value round() does, half to even alike, and the
     # division by 1e4 is correctly rounded as round()'s result is.
-    rows = np.arange(order.shape[0])
-    top_w = _round4(weights[rows[:, None], order]).tolist()
+    n, k = order.shape
+    rows = np.arange(n)
+    top_w = _round4(weights[rows[:, None], order]).ravel().tolist()
     peak_w = _round4(att[rows, peak]).tolist()
+    # (e - p - 0.5) * step_h per row, in float64 as Python computes it (e - p is exact)
+    peak_h = ((e - peak - 0.5) * step_h).tolist()
+    groups, variables = _name_columns(spec)
+    # Every row's (group, variable, weight) triples in one C-level zip, cut into rows of k by
+    # zipping k references to one iterator: no Python step per weight.
+    triples = zip(
+        groups[order].ravel().tolist(), variables[order].ravel().tolist(), top_w, strict=True
+    )
+    tops = list(zip(*[iter(triples)] * k, strict=True)) if k else [()] * n
     return [
-        Explanation(
-            top=tuple([(*names[j], w) for j, w in zip(idx, ws, strict=True)]),
-            attention_peak_h=(e - p - 0.5) * step_h,
-            attention_peak_weight=pw,
-        )
-        for idx, ws, p, pw in zip(order.tolist(), top_w, peak.tolist(), peak_w, strict=True)
+        build_frozen(Explanation, {"top": top, "attention_peak_h": h, "attention_peak_weight": w})
+        for top, h, w in zip(tops, peak_h, peak_w, strict=True)
     ]
 
 
@@ -104,3 +110,14 @@ def _names(spec: FeatureSpec) -> tuple[tuple[str, str], ...]:
         *(("static", n) for n in spec.static_reals),
         *(("history", n) for n in encoder_variable_names(spec)),
     )
+
+
+@cache
+def _name_columns(spec: FeatureSpec) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.object_]]:
+    """``_names`` as two object arrays (groups, variables), to gather by ``explain``'s order."""
+    names = _names(spec)
+    groups = np.empty(len(names), dtype=object)
+    variables = np.empty(len(names), dtype=object)
+    groups[:] = [g for g, _ in names]
+    variables[:] = [v for _, v in names]
+    return groups, variables

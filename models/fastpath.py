@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from itertools import pairwise
+from itertools import pairwise, repeat
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from models import registry
 from models import risk as risk_mod
 from models.errors import ModelsError
 from models.features import FeatureSpec
+from models.records import build_frozen
 from models.registry import DEFAULT_DIR, Checkpoint
 from models.runners import OnnxRunner, TorchRunner, export_onnx, model_x
 from models.twin_inputs import (
@@ -317,31 +318,39 @@ class Forecaster:
         for name in ("risk", "risk_low", "risk_high"):
             if getattr(batch, name).shape[1:] != (len(hs),):
                 raise ValueError(f"{name} has {getattr(batch, name).shape[1:]} horizons, not {hs}")
+        # Per-horizon dicts built by map over rows (C-level loops, no Python step per patient).
+        risks = [
+            map(dict, map(zip, repeat(hs), getattr(batch, name).tolist()))
+            for name in ("risk", "risk_low", "risk_high")
+        ]
+        model, targets, levels = self.name, spec.targets, spec.quantiles
         rows = zip(
             patient_ids,
             batch.origin_ms.tolist(),
-            batch.risk.tolist(),
-            batch.risk_low.tolist(),
-            batch.risk_high.tolist(),
+            batch.quantiles,  # iterating yields the row views batch.quantiles[i] would
+            *risks,
             exps,
             strict=True,
         )
         return [
-            PatientForecast(
-                patient_id=pid,
-                at_ms=at,
-                model=self.name,
-                step_minutes=step_minutes,
-                targets=spec.targets,
-                quantile_levels=spec.quantiles,
-                quantile_array=batch.quantiles[i],
-                horizons_h=hs,
-                risk=dict(zip(hs, risk, strict=False)),  # lengths checked above
-                risk_low=dict(zip(hs, low, strict=False)),
-                risk_high=dict(zip(hs, high, strict=False)),
-                explanation=ex,
+            build_frozen(
+                PatientForecast,
+                {
+                    "patient_id": pid,
+                    "at_ms": at,
+                    "model": model,
+                    "step_minutes": step_minutes,
+                    "targets": targets,
+                    "quantile_levels": levels,
+                    "quantile_array": q,
+                    "horizons_h": hs,
+                    "risk": risk,
+                    "risk_low": low,
+                    "risk_high": high,
+                    "explanation": ex,
+                },
             )
-            for i, (pid, at, risk, low, high, ex) in enumerate(rows)
+            for pid, at, q, risk, low, high, ex in rows
         ]
 
     def forecast_states(

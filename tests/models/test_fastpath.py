@@ -4,6 +4,7 @@ function wherever forecasts are made."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,63 @@ def test_explanation_agrees_with_interpret_output(
         np.argmax(static, axis=1), np.argmax(interp["static_variables"].numpy(), axis=1)
     )
     assert all(len(e.top) == 5 and 0 < e.attention_peak_h <= 8 for e in ex)
+
+
+def test_results_records_equal_constructor_built_ones(
+    trained: Path, windows: dataset.Windows, spec: FeatureSpec
+) -> None:
+    """``results`` and ``explain`` set each record's ``__dict__`` in one step instead of calling
+    the frozen dataclasses' ``__init__``: the records must be what the constructors build, field
+    by field and type by type, and the explanations what a per-row reference computes."""
+    fc = fastpath.Forecaster.load(trained, spec)
+    batch = fc.run(fastpath.ModelInputs.from_windows(windows))
+    ids = [f"p{i}" for i in range(batch.n)]
+    records = fc.results(batch, ids)
+    names = explain._names(spec)
+    static, hist = explain.importances(batch.static_weights, batch.encoder_weights, spec)
+    weights = np.concatenate([static, hist], axis=1)
+    att = batch.encoder_attention.mean(axis=(1, 2))
+    hs = tuple(float(h) for h in spec.risk_horizons_h)
+    assert len(records) == batch.n
+    for i, rec in enumerate(records):
+        order = np.argsort(-weights[i], kind="stable")[:5]
+        peak = int(att[i].argmax())
+        want_ex = explain.Explanation(
+            top=tuple((*names[j], round(float(weights[i, j]), 4)) for j in order.tolist()),
+            attention_peak_h=(att.shape[1] - peak - 0.5) * spec.step_s / 3600,
+            attention_peak_weight=round(float(att[i, peak]), 4),
+        )
+        want = fastpath.PatientForecast(
+            patient_id=ids[i],
+            at_ms=int(batch.origin_ms[i]),
+            model=fc.name,
+            step_minutes=spec.step_s // 60,
+            targets=spec.targets,
+            quantile_levels=spec.quantiles,
+            quantile_array=batch.quantiles[i],
+            horizons_h=hs,
+            risk={h: float(p) for h, p in zip(hs, batch.risk[i], strict=True)},
+            risk_low={h: float(p) for h, p in zip(hs, batch.risk_low[i], strict=True)},
+            risk_high={h: float(p) for h, p in zip(hs, batch.risk_high[i], strict=True)},
+            explanation=want_ex,
+        )
+        # same attributes in the same order (repr, pickling and vars() read them)
+        assert list(vars(rec)) == list(vars(want))
+        assert list(vars(rec.explanation)) == list(vars(want_ex))
+        assert rec.explanation == want_ex
+        assert repr(rec.explanation) == repr(want_ex)
+        assert [tuple(map(type, t)) for t in rec.explanation.top] == [
+            tuple(map(type, t)) for t in want_ex.top
+        ]
+        for name, value in vars(want).items():
+            got = getattr(rec, name)
+            assert type(got) is type(value), name
+            if isinstance(value, np.ndarray):
+                assert got.dtype == value.dtype
+                assert got.tobytes() == value.tobytes()
+            else:
+                assert got == value, name
+        assert rec.to_dict() == want.to_dict()
+        assert rec.to_forecast_risk() == want.to_forecast_risk()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            rec.model = "other"  # type: ignore[misc]
