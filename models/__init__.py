@@ -12,12 +12,17 @@ Layout (one job per module; import the module you need, this package imports not
 - ``training``: fitting (seeds, early stopping, progress) and the checkpoint it writes.
 - ``anchor``: the post-network blend of each target's quantiles with its last observed value
   (weight and spread per target and step, fitted on validation patients).
+- ``variable_selection``: the TFT's variable selection networks run as one stacked batch
+  (training's rounding, or serving's, bit-identical to the stock forward).
 - ``step``: exact, faster rewrites of one training step (flat Adam, batched variable selection).
 - ``registry``: models directories; loading refuses a checkpoint whose feature spec differs.
 - ``twin_inputs``: forecast inputs straight from twin states (batched bin read: ``twin.windows``).
-- ``runners``: the network's forward on those inputs - frozen TorchScript, eager torch or ONNX.
+- ``lean_network``: the TFT's forward for serving, with fewer and larger ops.
+- ``runners``: the network's forward on those inputs - the lean and the stock network traced
+  and frozen, eager torch, or ONNX.
+- ``records``: frozen dataclass records built from complete field dicts (the forecast path).
 - ``fastpath``: ``Forecaster`` - inputs, forward (split over workers), anchor, risk and
-  explanation records; re-exports the two modules above.
+  explanation records; re-exports ``twin_inputs`` and ``runners``.
 - ``risk`` / ``explain``: deterioration probability by horizon from the forecast and the observed
   history; top variables and attention.
 - ``protocol``: the small ``Forecaster`` protocol and the persistence / NEWS2 baselines.
