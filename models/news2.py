@@ -12,6 +12,8 @@ scores some twenty small arrays per forecast batch, where a handful of numpy cal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import numpy.typing as npt
 
@@ -112,3 +114,27 @@ def news2_total(
         + temperature_points(temperature)
     )
     return total.astype(np.int16)
+
+
+# The window channels NEWS2 scores (heart rate is the chart's pulse)
+VITALS = ("heart_rate", "respiratory_rate", "spo2", "temperature", "systolic_bp")
+
+
+def news2_of(
+    vitals: Mapping[str, npt.ArrayLike],
+    *,
+    on_oxygen: npt.ArrayLike,
+    not_alert: npt.ArrayLike,
+    scale2: npt.ArrayLike,
+) -> npt.NDArray[np.int16]:
+    """``news2_total`` of vitals keyed by their window channel names (``VITALS``)."""
+    return news2_total(
+        respiratory_rate=vitals["respiratory_rate"],
+        spo2=vitals["spo2"],
+        systolic_bp=vitals["systolic_bp"],
+        pulse=vitals["heart_rate"],
+        temperature=vitals["temperature"],
+        on_oxygen=on_oxygen,
+        not_alert=not_alert,
+        scale2=scale2,
+    )

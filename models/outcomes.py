@@ -51,19 +51,10 @@ def news2_series(
     """NEWS2 per bin ``[P, B]`` from bin means ``[P, C, B]`` (staleness as in the twin)."""
     ci = spec.channel_index
     vit: dict[str, F32] = {}
-    for name in ("heart_rate", "respiratory_rate", "spo2", "temperature", "systolic_bp"):
+    for name in n2.VITALS:
         limit = SIGNALS[Signal(name)].stale_after_s // spec.bin_s
         vit[name] = ffill_limited(bins[:, ci[name]], limit)
-    return n2.news2_total(
-        respiratory_rate=vit["respiratory_rate"],
-        spo2=vit["spo2"],
-        systolic_bp=vit["systolic_bp"],
-        pulse=vit["heart_rate"],
-        temperature=vit["temperature"],
-        on_oxygen=on_oxygen,
-        not_alert=not_alert,
-        scale2=scale2[:, None],
-    )
+    return n2.news2_of(vit, on_oxygen=on_oxygen, not_alert=not_alert, scale2=scale2[:, None])
 
 
 def sustained_high_ms(news2: npt.NDArray[np.int16], start_ms: I64, bin_ms: int) -> I64:

@@ -186,12 +186,8 @@ def history_features(ctx: RiskContext, spec: FeatureSpec) -> F64:
     steps = sorted({1, 2, 3, *(lag + 1 for lag in lags)} & set(range(1, e + 1)))
     col = {k: i for i, k in enumerate(steps)}  # steps back -> column
     vit = hist[:, [e - k for k in steps], :]  # [N, steps, V]
-    score = n2.news2_total(
-        respiratory_rate=vit[:, :, _VI["respiratory_rate"]],
-        spo2=vit[:, :, _VI["spo2"]],
-        systolic_bp=vit[:, :, _VI["systolic_bp"]],
-        pulse=vit[:, :, _VI["heart_rate"]],
-        temperature=vit[:, :, _VI["temperature"]],
+    score = n2.news2_of(
+        {v: vit[:, :, j] for j, v in enumerate(_VITALS)},
         on_oxygen=ctx.on_oxygen[:, None],
         not_alert=ctx.not_alert[:, None],
         scale2=ctx.scale2[:, None],

@@ -239,12 +239,8 @@ def news2_now(bins: F32, sin: StaticInputs, spec: FeatureSpec) -> npt.NDArray[np
         value = tail[np.arange(n)[:, None], np.arange(len(names)), newest]
         value = np.where(seen.any(axis=-1), value, np.float32(np.nan))
         vit.update({name: value[:, j] for j, name in enumerate(names)})
-    return news2_mod.news2_total(
-        respiratory_rate=vit["respiratory_rate"],
-        spo2=vit["spo2"],
-        systolic_bp=vit["systolic_bp"],
-        pulse=vit["heart_rate"],
-        temperature=vit["temperature"],
+    return news2_mod.news2_of(
+        vit,
         on_oxygen=sin.flags["on_oxygen"],
         not_alert=sin.flags["not_alert"],
         scale2=sin.flags["spo2_scale2"],
@@ -255,7 +251,7 @@ def news2_now(bins: F32, sin: StaticInputs, spec: FeatureSpec) -> npt.NDArray[np
 def _news2_groups(spec: FeatureSpec) -> list[tuple[int, list[str], list[int]]]:
     """(bins a vital stays fresh, the NEWS2 vitals that do, their channels), by freshness."""
     groups: dict[int, list[str]] = {}
-    for name in ("heart_rate", "respiratory_rate", "spo2", "temperature", "systolic_bp"):
+    for name in news2_mod.VITALS:
         groups.setdefault(SIGNALS[Signal(name)].stale_after_s // spec.bin_s, []).append(name)
     ci = spec.channel_index
     return [(limit, names, [ci[n] for n in names]) for limit, names in groups.items()]
