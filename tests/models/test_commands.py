@@ -55,3 +55,19 @@ def test_train_then_evaluate_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (tmp_path / "ev" / "report.html").exists()
     bad = _parser().parse_args(["train", "--data", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.func(bad) == 2
+
+
+def test_every_place_that_names_backends_offers_the_same_ones() -> None:
+    """The CLI and trial specs list the backends without importing the fast path (it is heavy
+    to import at parse time); a backend added to one must reach the others."""
+    import typing
+
+    from models.fastpath import BACKENDS
+    from simulators.trials.spec import ForecasterSpec
+
+    offered = {"auto", *BACKENDS, "onnx"}
+    sub = argparse.ArgumentParser().add_subparsers()
+    evaluate.register(sub)
+    cli = next(a for a in sub.choices["evaluate"]._actions if "--backend" in a.option_strings)
+    assert set(cli.choices) == offered
+    assert set(typing.get_args(ForecasterSpec.model_fields["backend"].annotation)) == offered
