@@ -115,9 +115,10 @@ class TorchRunner:
     Tracing records the same kernels eager mode runs (measured: bit-identical outputs at batch
     sizes 1 to 1000) and drops the Python overhead of the TFT's dozens of small modules; the
     trace is then frozen (``torch.jit.freeze``), which removes the module lookups as well:
-    about 4x faster than eager at batch 1, 2x at 64. The trace is valid because every fast-path batch has full
-    encoder and decoder lengths - the only data-dependent branches in pytorch-forecasting's
-    forward. It is made at load time (about a second); nothing traced is stored.
+    about 4x faster than eager at batch 1, 2x at 64. The trace is valid because every fast-path
+    batch has full encoder and decoder lengths - the only data-dependent branches in
+    pytorch-forecasting's forward. It is made at load time (about a second); nothing traced is
+    stored.
 
     ``lean=True`` also traces ``models.lean_network.LeanTFT``: the same parameters with the
     variable selection stacked, equal to the stock network bit for bit or within a float32
